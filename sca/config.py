@@ -1,0 +1,205 @@
+"""Structured configs (dataclasses) for Hydra, registered in its ConfigStore, plus validation.
+
+``conf/config.yaml`` starts from the ``sca_base`` schema below, so every group file and every
+command-line override is checked against these types: an unknown key or a wrong type fails at
+start-up with a message that names it. :func:`validate` adds the checks types cannot express.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+__all__ = [
+    "PromptConfig",
+    "MapperConfig",
+    "SourceConfig",
+    "DataConfig",
+    "GenerationConfig",
+    "ModelConfig",
+    "SolverConfig",
+    "EvalConfig",
+    "DistConfig",
+    "SCAConfig",
+    "ConfigError",
+    "register_configs",
+    "validate",
+]
+
+PROMPT_TYPES = ("box", "point", "mask")
+
+
+class ConfigError(ValueError):
+    """A configuration value is inconsistent; the message names the key."""
+
+
+@dataclass
+class PromptConfig:
+    """How a region is prompted: one prompt type is sampled per region from ``weights``."""
+
+    weights: Dict[str, float] = field(default_factory=lambda: {"box": 1.0})
+    num_points: int = 1  # positive points sampled inside the mask for a point prompt
+
+
+@dataclass
+class MapperConfig:
+    """Per-source mapper options (dataset dict -> region sample)."""
+
+    image_size: int = 1024  # model input side: longest side resized to it, then padded square
+    augmentation: str = "lsj"  # training augmentation: "lsj" (flip, ResizeScale, FixedSizeCrop) or "none"
+    min_scale: float = 0.1
+    max_scale: float = 2.0
+    max_regions: int = 16  # regions sampled (without replacement) per training image
+    min_region_area: int = 4  # pixels, after augmentation; smaller regions are dropped
+    mask_size: int = 256  # side of the region masks carried for mask prompts / mask loss (SAM: 4x its grid)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+
+
+@dataclass
+class SourceConfig:
+    """One training source: which registered datasets, how they are mapped and batched."""
+
+    train_datasets: List[str] = MISSING
+    task_type: str = "recognition"  # "recognition" (class names) or "caption" (free text)
+    batch_size: int = 2  # images per GPU per step
+    loss_weight: float = 1.0
+    mapper: MapperConfig = field(default_factory=MapperConfig)
+
+
+@dataclass
+class DataConfig:
+    name: str = MISSING
+    sources: Dict[str, SourceConfig] = field(default_factory=dict)
+    test_datasets: List[str] = field(default_factory=list)
+    test_mapper: MapperConfig = field(default_factory=lambda: MapperConfig(augmentation="none"))
+    test_task_type: str = "recognition"
+    num_workers: int = 2  # one budget for the whole loader
+    test_batch_size: int = 1  # images per evaluation step
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 20
+    num_beams: int = 1  # 1 = greedy
+    region_chunk_size: int = 8  # regions decoded together; the image is encoded once
+
+
+@dataclass
+class ModelConfig:
+    """The captioner: SAM + caption mixer + task tokens + projector + causal LM.
+
+    ``sam`` / ``language_model`` name a local directory or hub id to load with ``from_pretrained``;
+    when empty, the model is built with random weights from ``sam_config`` / ``lm_config``.
+    """
+
+    name: str = MISSING
+    sam: str = ""
+    sam_config: Dict[str, Any] = field(default_factory=dict)
+    language_model: str = ""
+    lm_config: Dict[str, Any] = field(default_factory=dict)
+    tokenizer: str = ""  # empty: the LM's own tokenizer if pretrained, else the bundled GPT-2 BPE
+    num_caption_tokens: int = 8
+    mixer_layers: int = 12
+    num_task_tokens: int = 6
+    task_types: List[str] = field(default_factory=lambda: ["recognition", "caption"])
+    train_sam: bool = False
+    train_mixer: bool = True  # caption mixer, caption tokens, task tokens and projector
+    train_language_model: bool = False
+    label_smoothing: float = 0.1
+    mask_loss_weight: float = 0.0  # >0 adds SAM's mask loss (useful only when SAM trains)
+    max_caption_tokens: int = 20  # caption tokens kept (EOS included)
+    weights: str = ""  # a checkpoint (.pth) or save_pretrained directory to start from
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+
+
+@dataclass
+class SolverConfig:
+    max_iter: int = 1000
+    base_lr: float = 1e-4
+    lr_multipliers: Dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> factor
+    weight_decay: float = 1e-4
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    lr_scheduler: str = "cosine"  # "cosine", "step" or "constant"
+    steps: List[int] = field(default_factory=list)  # for "step"
+    gamma: float = 0.1
+    warmup_iters: int = 200
+    warmup_factor: float = 0.001
+    clip_grad_norm: float = 1.0  # <= 0 disables clipping
+    checkpoint_period: int = 5000
+    max_to_keep: int = 3
+    amp: bool = False
+    amp_dtype: str = "bfloat16"  # or "float16" (with a grad scaler)
+
+
+@dataclass
+class EvalConfig:
+    period: int = 0  # 0: evaluate only at the end of training
+    max_images: int = 0  # 0: the whole split
+    metrics: List[str] = field(default_factory=lambda: ["exact_match", "bleu", "rouge", "cider"])
+
+
+@dataclass
+class DistConfig:
+    num_gpus: int = 1  # processes per machine (GPUs, or CPU processes on a CPU machine)
+    num_machines: int = 1
+    machine_rank: int = 0
+    dist_url: str = "auto"
+
+
+@dataclass
+class SCAConfig:
+    data: DataConfig = MISSING
+    model: ModelConfig = MISSING
+    solver: SolverConfig = MISSING
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
+    dist: DistConfig = field(default_factory=DistConfig)
+    output_dir: str = MISSING
+    device: str = "auto"  # "auto" (cuda if available), "cpu" or "cuda"
+    seed: int = 0
+    resume: bool = False
+    eval_only: bool = False
+    log_period: int = 20
+    num_threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+
+
+def register_configs() -> None:
+    """Register the schemas in Hydra's ConfigStore (``conf/config.yaml`` extends ``sca_base``)."""
+    store = ConfigStore.instance()
+    store.store(name="sca_base", node=SCAConfig)
+
+
+def validate(cfg: DictConfig | SCAConfig) -> None:
+    """Checks across keys that the schema cannot express. Raises :class:`ConfigError`."""
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_object(cfg)
+    if not cfg.eval_only and not cfg.data.sources:
+        raise ConfigError("data.sources: at least one training source is required")
+    mappers = {f"data.sources.{name}.mapper": s.mapper for name, s in cfg.data.sources.items()}
+    mappers["data.test_mapper"] = cfg.data.test_mapper
+    for key, mapper in mappers.items():
+        unknown = set(mapper.prompt.weights) - set(PROMPT_TYPES)
+        if unknown:
+            raise ConfigError(f"{key}.prompt.weights: unknown prompt type(s) {sorted(unknown)}; use {PROMPT_TYPES}")
+        if any(w < 0 for w in mapper.prompt.weights.values()) or sum(mapper.prompt.weights.values()) <= 0:
+            raise ConfigError(f"{key}.prompt.weights: weights must be >= 0 with a positive sum")
+        if mapper.augmentation not in ("lsj", "none"):
+            raise ConfigError(f"{key}.augmentation: '{mapper.augmentation}' is not 'lsj' or 'none'")
+        if mapper.image_size <= 0 or mapper.max_regions <= 0:
+            raise ConfigError(f"{key}: image_size and max_regions must be positive")
+    task_types = [(f"data.sources.{n}.task_type", s.task_type) for n, s in cfg.data.sources.items()]
+    task_types.append(("data.test_task_type", cfg.data.test_task_type))
+    for key, task_type in task_types:
+        if task_type not in cfg.model.task_types:
+            raise ConfigError(f"{key}: '{task_type}' is not one of model.task_types {cfg.model.task_types}")
+    for name, source in cfg.data.sources.items():
+        if source.batch_size <= 0:
+            raise ConfigError(f"data.sources.{name}.batch_size must be positive")
+    if cfg.solver.lr_scheduler not in ("cosine", "step", "constant"):
+        raise ConfigError(f"solver.lr_scheduler: '{cfg.solver.lr_scheduler}' is not cosine, step or constant")
+    if cfg.solver.amp_dtype not in ("bfloat16", "float16"):
+        raise ConfigError(f"solver.amp_dtype: '{cfg.solver.amp_dtype}' is not bfloat16 or float16")
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device: '{cfg.device}' is not auto, cpu or cuda")

