@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import II, MISSING, DictConfig, OmegaConf
 
 __all__ = [
     "PromptConfig",
@@ -48,13 +48,13 @@ class PromptConfig:
 class MapperConfig:
     """Per-source mapper options (dataset dict -> region sample)."""
 
-    image_size: int = 1024  # model input side: longest side resized to it, then padded square
+    image_size: int = II("model.image_size")  # input side: longest side resized to it, padded square
     augmentation: str = "lsj"  # training augmentation: "lsj" (flip, ResizeScale, FixedSizeCrop) or "none"
     min_scale: float = 0.1
     max_scale: float = 2.0
     max_regions: int = 16  # regions sampled (without replacement) per training image
     min_region_area: int = 4  # pixels, after augmentation; smaller regions are dropped
-    mask_size: int = 256  # side of the region masks carried for mask prompts / mask loss (SAM: 4x its grid)
+    mask_size: int = II("model.mask_size")  # side of the region masks for mask prompts / mask loss
     prompt: PromptConfig = field(default_factory=PromptConfig)
 
 
@@ -77,7 +77,6 @@ class DataConfig:
     test_mapper: MapperConfig = field(default_factory=lambda: MapperConfig(augmentation="none"))
     test_task_type: str = "recognition"
     num_workers: int = 2  # one budget for the whole loader
-    test_batch_size: int = 1  # images per evaluation step
 
 
 @dataclass
@@ -96,6 +95,8 @@ class ModelConfig:
     """
 
     name: str = MISSING
+    image_size: int = 1024  # SAM's input side
+    mask_size: int = 256  # SAM's low-res mask side (4x its image-embedding grid)
     sam: str = ""
     sam_config: Dict[str, Any] = field(default_factory=dict)
     language_model: str = ""
@@ -105,6 +106,7 @@ class ModelConfig:
     mixer_layers: int = 12
     num_task_tokens: int = 6
     task_types: List[str] = field(default_factory=lambda: ["recognition", "caption"])
+    multimask_output: bool = True  # SAM's 3 candidate masks per region (the best-IoU one is reported)
     train_sam: bool = False
     train_mixer: bool = True  # caption mixer, caption tokens, task tokens and projector
     train_language_model: bool = False

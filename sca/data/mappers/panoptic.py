@@ -30,7 +30,8 @@ class PanopticRegionMapper:
     replacement in training (all are kept in evaluation). Each region gets its box, a low-res mask,
     a prompt (type sampled from the configured mix), its class name as caption and its tokens.
 
-    Returns ``None`` (detectron2's loaders then draw another image) when no region survives.
+    In training, returns ``None`` (detectron2's loaders then draw another image) when no region
+    survives; in evaluation, a sample with zero regions.
     """
 
     def __init__(
@@ -69,11 +70,11 @@ class PanopticRegionMapper:
         if self.is_train:
             segments = [segments[i] for i in rng.permutation(len(segments))]
         regions = self._regions(segments, ids, rng)
-        if not regions:
+        if not regions and self.is_train:
             return None
         captions = [[self.class_names[r["category_id"]]] for r in regions]
         chosen = [refs[rng.integers(len(refs))] if self.is_train else refs[0] for refs in captions]
-        points = np.stack([r["points"] for r in regions])
+        num_points, mask_size = self.cfg.prompt.num_points, self.cfg.mask_size
         return {
             "image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))),
             "image_id": dataset_dict["image_id"],
@@ -86,13 +87,13 @@ class PanopticRegionMapper:
             "regions": {
                 "region_ids": torch.tensor([r["id"] for r in regions], dtype=torch.int64),
                 "category_ids": torch.tensor([r["category_id"] for r in regions], dtype=torch.int64),
-                "boxes": torch.tensor(np.stack([r["box"] for r in regions]), dtype=torch.float32),
+                "boxes": torch.tensor(np.array([r["box"] for r in regions]), dtype=torch.float32).reshape(-1, 4),
                 "prompt_types": torch.as_tensor(sample_prompt_types(rng, self.cfg.prompt.weights, len(regions))),
-                "points": torch.as_tensor(points),
-                "point_labels": torch.ones(points.shape[:2], dtype=torch.int64),
-                "masks": torch.as_tensor(np.stack([r["mask"] for r in regions])),
+                "points": torch.tensor(np.array([r["points"] for r in regions])).reshape(-1, num_points, 2),
+                "point_labels": torch.ones((len(regions), num_points), dtype=torch.int64),
+                "masks": torch.tensor(np.array([r["mask"] for r in regions])).reshape(-1, mask_size, mask_size),
                 "captions": captions,
-                "input_ids": self.tokenizer.encode(chosen),
+                "input_ids": self.tokenizer.encode(chosen) if chosen else [],
             },
         }
 

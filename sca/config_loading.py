@@ -1,0 +1,24 @@
+"""Compose the Hydra config outside ``train_net.py`` (tools, tests): same files, same validation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from sca.config import SCAConfig, register_configs, validate
+
+__all__ = ["CONFIG_DIR", "load_config"]
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+def load_config(overrides: list[str] | None = None) -> SCAConfig:
+    """``conf/config.yaml`` with Hydra-style ``overrides`` (e.g. ``["model=sam_vit_b_gpt2"]``), validated."""
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+        cfg = compose(config_name="config", overrides=list(overrides or []))
+    config = OmegaConf.to_object(cfg)
+    validate(config)
+    return config

@@ -1,0 +1,34 @@
+"""Region mappers, one per annotation family, chosen from a dataset's metadata."""
+
+from __future__ import annotations
+
+from detectron2.data import MetadataCatalog
+
+from sca.config import MapperConfig
+from sca.data.caption_tokenizer import CaptionTokenizer
+from sca.data.mappers.panoptic import PanopticRegionMapper
+
+__all__ = ["PanopticRegionMapper", "build_region_mapper"]
+
+
+def build_region_mapper(
+    dataset_name: str,
+    cfg: MapperConfig,
+    *,
+    is_train: bool,
+    tokenizer: CaptionTokenizer,
+    source: str,
+    task_type: str,
+):
+    """The mapper for ``dataset_name``'s annotation family (panoptic: has a ``panoptic_root``)."""
+    metadata = MetadataCatalog.get(dataset_name)
+    if hasattr(metadata, "panoptic_root"):
+        return PanopticRegionMapper(
+            cfg,
+            is_train=is_train,
+            tokenizer=tokenizer,
+            class_names=metadata.stuff_classes,
+            source=source,
+            task_type=task_type,
+        )
+    raise ValueError(f"no region mapper for dataset '{dataset_name}': its metadata names no known annotation family")

@@ -1,0 +1,74 @@
+"""``build_model(cfg)``: the captioner from a ``ModelConfig`` (random, pretrained parts, or saved)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from transformers import AutoConfig, AutoModelForCausalLM, SamConfig, SamModel
+
+from sca.config import ModelConfig
+from sca.data.caption_tokenizer import CaptionTokenizer
+from sca.modeling.captioner import HEAD_CONFIG_FILE, CaptionHeadConfig, SCACaptioner
+from sca.modeling.meta_arch import RegionCaptioner
+
+__all__ = ["build_captioner", "build_tokenizer", "build_model", "is_pretrained_dir"]
+
+logger = logging.getLogger(__name__)
+
+
+def is_pretrained_dir(path: str) -> bool:
+    """True for a directory written by ``SCACaptioner.save_pretrained``."""
+    return bool(path) and (Path(path) / HEAD_CONFIG_FILE).is_file()
+
+
+def build_captioner(cfg: ModelConfig) -> SCACaptioner:
+    """SAM and the LM come from ``from_pretrained`` when named, else from their configs (random)."""
+    if is_pretrained_dir(cfg.weights):
+        captioner = SCACaptioner.from_pretrained(cfg.weights)
+    else:
+        sam = SamModel.from_pretrained(cfg.sam) if cfg.sam else SamModel(SamConfig(**cfg.sam_config))
+        if cfg.language_model:
+            language_model = AutoModelForCausalLM.from_pretrained(cfg.language_model)
+        else:
+            lm_config = dict(cfg.lm_config)
+            language_model = AutoModelForCausalLM.from_config(AutoConfig.for_model(lm_config.pop("model_type", "gpt2"), **lm_config))
+        head = CaptionHeadConfig(
+            num_caption_tokens=cfg.num_caption_tokens,
+            mixer_layers=cfg.mixer_layers,
+            num_task_tokens=cfg.num_task_tokens,
+            task_types=list(cfg.task_types),
+            multimask_output=cfg.multimask_output,
+        )
+        captioner = SCACaptioner(sam, language_model, head)
+    captioner.set_trainable(sam=cfg.train_sam, caption_head=cfg.train_mixer, language_model=cfg.train_language_model)
+    return captioner
+
+
+def build_tokenizer(cfg: ModelConfig) -> CaptionTokenizer:
+    """The configured tokenizer, else the saved/pretrained LM's own, else the bundled GPT-2 BPE."""
+    name = cfg.tokenizer
+    if not name and is_pretrained_dir(cfg.weights) and (Path(cfg.weights) / "tokenizer").is_dir():
+        name = str(Path(cfg.weights) / "tokenizer")
+    if not name and cfg.language_model:
+        name = cfg.language_model
+    return CaptionTokenizer.from_config(name, cfg.max_caption_tokens)
+
+
+def build_model(cfg, loss_weights: dict[str, float] | None = None) -> RegionCaptioner:
+    """The detectron2-facing model for a full ``SCAConfig`` (uses ``cfg.model`` and the sources' loss weights)."""
+    if loss_weights is None:
+        loss_weights = {name: source.loss_weight for name, source in cfg.data.sources.items()}
+    captioner = build_captioner(cfg.model)
+    tokenizer = build_tokenizer(cfg.model)
+    trainable = sum(p.numel() for p in captioner.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in captioner.parameters())
+    logger.info("captioner: %.2fM parameters, %.2fM trainable", total / 1e6, trainable / 1e6)
+    return RegionCaptioner(
+        captioner,
+        tokenizer,
+        loss_weights=loss_weights,
+        label_smoothing=cfg.model.label_smoothing,
+        mask_loss_weight=cfg.model.mask_loss_weight,
+        generation=cfg.model.generation,
+    )

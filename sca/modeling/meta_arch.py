@@ -1,0 +1,121 @@
+"""detectron2-facing model: per-source batches in, weighted losses or per-image predictions out."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from sca.config import GenerationConfig
+from sca.data.caption_tokenizer import CaptionTokenizer
+from sca.data.region_batch import collate_regions
+from sca.modeling.captioner import SCACaptioner
+
+__all__ = ["RegionCaptioner"]
+
+
+class RegionCaptioner(nn.Module):
+    """Follows detectron2's meta-architecture contract.
+
+    * training: ``model({source: batch})`` -> ``{"loss_caption/<source>": weighted loss, ...}``
+      (plus ``loss_mask/<source>`` when the mask loss is on), which ``SimpleTrainer`` sums and logs.
+    * inference: ``model([region sample, ...])`` -> one dict per image with ``image_id`` and
+      ``regions`` (ids, generated captions, references, IoU scores, low-res mask logits).
+
+    Args:
+        captioner: the network.
+        tokenizer: caption tokenizer (EOS / padding ids, decoding).
+        loss_weights: per-source loss weight.
+        label_smoothing: of the caption cross-entropy (0.1 in the paper).
+        mask_loss_weight: >0 adds SAM's mask loss (for runs that train SAM).
+        generation: decoding settings for inference.
+    """
+
+    def __init__(
+        self,
+        captioner: SCACaptioner,
+        tokenizer: CaptionTokenizer,
+        *,
+        loss_weights: dict[str, float],
+        label_smoothing: float,
+        mask_loss_weight: float,
+        generation: GenerationConfig,
+    ):
+        super().__init__()
+        self.captioner = captioner
+        self.tokenizer = tokenizer
+        self.loss_weights = dict(loss_weights)
+        self.label_smoothing = label_smoothing
+        self.mask_loss_weight = mask_loss_weight
+        self.generation = generation
+        self.autocast_dtype: torch.dtype | None = None  # mixed precision (e.g. torch.bfloat16) when set
+
+    @property
+    def device(self) -> torch.device:
+        return self.captioner.pixel_mean.device
+
+    def forward(self, batched_inputs):
+        dtype = self.autocast_dtype
+        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            if self.training:
+                return self.losses(batched_inputs)
+            return self.inference(batched_inputs)
+
+    def _prepare(self, batch: dict) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        device = self.device
+        pixels = self.captioner.normalize(batch["images"].to(device), batch["valid_boxes"].to(device))
+        regions = {k: v.to(device, non_blocking=True) for k, v in batch["regions"].items() if isinstance(v, torch.Tensor)}
+        image_task_ids = torch.tensor([self.captioner.task_type_id(t) for t in batch["task_types"]], device=device)
+        return pixels, regions, image_task_ids[regions["image_index"]]
+
+    def losses(self, batches: dict[str, dict]) -> dict[str, torch.Tensor]:
+        losses = {}
+        for source, batch in batches.items():
+            pixels, regions, task_ids = self._prepare(batch)
+            output = self.captioner(
+                pixels,
+                regions,
+                task_ids,
+                regions["input_ids"],
+                regions["attention_mask"],
+                label_smoothing=self.label_smoothing,
+                gt_masks=regions["masks"] if self.mask_loss_weight > 0 else None,
+            )
+            weight = self.loss_weights.get(source, 1.0)
+            losses[f"loss_caption/{source}"] = weight * output.loss_caption
+            if output.loss_mask is not None:
+                losses[f"loss_mask/{source}"] = weight * self.mask_loss_weight * output.loss_mask
+        return losses
+
+    @torch.no_grad()
+    def inference(self, samples: list[dict]) -> list[dict]:
+        batch = collate_regions(samples, self.tokenizer.pad_token_id)
+        pixels, regions, task_ids = self._prepare(batch)
+        result = self.captioner.generate(
+            pixels,
+            regions,
+            task_ids,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            max_new_tokens=self.generation.max_new_tokens,
+            num_beams=self.generation.num_beams,
+            region_chunk_size=self.generation.region_chunk_size,
+        )
+        captions = self.tokenizer.decode(result.token_ids)
+        image_index = regions["image_index"].tolist()
+        outputs = []
+        for i, sample in enumerate(samples):
+            members = [r for r, owner in enumerate(image_index) if owner == i]
+            outputs.append(
+                {
+                    "image_id": sample["image_id"],
+                    "regions": {
+                        "region_ids": sample["regions"]["region_ids"].tolist(),
+                        "category_ids": sample["regions"]["category_ids"].tolist(),
+                        "captions": [captions[r] for r in members],
+                        "references": [batch["regions"]["captions"][r] for r in members],
+                        "iou_scores": result.iou_scores[members].float().cpu(),
+                        "pred_masks": result.pred_masks[members].float().cpu(),
+                    },
+                }
+            )
+        return outputs
