@@ -77,6 +77,7 @@ class DataConfig:
     test_mapper: MapperConfig = field(default_factory=lambda: MapperConfig(augmentation="none"))
     test_task_type: str = "recognition"
     num_workers: int = 2  # one budget for the whole loader
+    test_batch_size: int = 8  # images per inference step (their regions are captioned together)
 
 
 @dataclass

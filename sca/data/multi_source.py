@@ -13,7 +13,9 @@ import logging
 from functools import partial
 
 import torch
-from detectron2.data import DatasetCatalog, build_detection_test_loader, build_detection_train_loader
+from detectron2.data import DatasetCatalog, DatasetFromList, MapDataset, build_detection_train_loader
+from detectron2.data.build import trivial_batch_collator
+from detectron2.data.samplers import InferenceSampler
 from detectron2.utils import comm
 
 from sca.config import DataConfig, SourceConfig
@@ -99,9 +101,23 @@ def build_train_loader(cfg: DataConfig, tokenizer: CaptionTokenizer) -> MultiSou
     return MultiSourceLoader(loaders, task_infos)
 
 
-def build_test_loader(cfg: DataConfig, dataset_name: str, tokenizer: CaptionTokenizer):
-    """detectron2's inference loader (each rank gets its shard) with the test-time region mapper."""
+def build_test_loader(
+    cfg: DataConfig, dataset_name: str, tokenizer: CaptionTokenizer, max_images: int = 0
+) -> torch.utils.data.DataLoader:
+    """Like detectron2's ``build_detection_test_loader`` (``InferenceSampler``: each rank its own
+    contiguous shard, every image once) but with ``test_batch_size`` images per batch.
+    ``max_images > 0`` keeps only the first images of the split."""
     mapper = build_region_mapper(
         dataset_name, cfg.test_mapper, is_train=False, tokenizer=tokenizer, source=dataset_name, task_type=cfg.test_task_type
     )
-    return build_detection_test_loader(DatasetCatalog.get(dataset_name), mapper=mapper, num_workers=cfg.num_workers)
+    records = DatasetCatalog.get(dataset_name)
+    if max_images > 0:
+        records = records[:max_images]
+    dataset = MapDataset(DatasetFromList(records, copy=False), mapper)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=cfg.test_batch_size,
+        sampler=InferenceSampler(len(dataset)),
+        num_workers=cfg.num_workers,
+        collate_fn=trivial_batch_collator,
+    )

@@ -47,9 +47,7 @@ def evaluate(cfg: SCAConfig, model: RegionCaptioner) -> OrderedDict:
     """Caption metrics on every ``data.test_datasets`` split; results gathered on rank 0."""
     results = OrderedDict()
     for dataset_name in cfg.data.test_datasets:
-        loader = build_test_loader(cfg.data, dataset_name, model.tokenizer)
-        if cfg.evaluation.max_images > 0:
-            loader = _first(loader, cfg.evaluation.max_images)
+        loader = build_test_loader(cfg.data, dataset_name, model.tokenizer, cfg.evaluation.max_images)
         evaluator = CaptionEvaluator(
             dataset_name, cfg.evaluation.metrics, output_dir=os.path.join(cfg.output_dir, "eval", dataset_name)
         )
@@ -58,22 +56,6 @@ def evaluate(cfg: SCAConfig, model: RegionCaptioner) -> OrderedDict:
             logger.info("Evaluation results for %s in csv format:", dataset_name)
             print_csv_format(results[dataset_name])
     return results
-
-
-class _first:
-    """The first ``n`` items of an iterable loader (keeps ``len`` for progress/ETA logging)."""
-
-    def __init__(self, loader, n: int):
-        self.loader, self.n = loader, min(n, len(loader))
-
-    def __len__(self):
-        return self.n
-
-    def __iter__(self):
-        for i, item in enumerate(self.loader):
-            if i == self.n:
-                return
-            yield item
 
 
 class Trainer(TrainerBase):

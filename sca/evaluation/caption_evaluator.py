@@ -1,8 +1,10 @@
 """Caption metrics as a detectron2 ``DatasetEvaluator`` (pycocoevalcap scorers).
 
 Reports, in percent: exact-match accuracy (a generated caption equal to one of its references,
-case- and space-insensitive), BLEU-1..4, ROUGE-L and CIDEr-D, plus the image-blind baseline: the
-exact-match accuracy of the best single constant caption on the same regions.
+case- and space-insensitive), BLEU-1..4 (``Bleu_n``), ROUGE-L (``ROUGE_L``) and CIDEr-D
+(``CIDEr_D``: pycocoevalcap's Cider is the CIDEr-D variant), plus the image-blind baseline: the
+exact-match accuracy of the best single constant caption on the same regions. Names avoid "-",
+which detectron2's ``print_csv_format`` leaves out.
 """
 
 from __future__ import annotations
@@ -59,11 +61,11 @@ def caption_metrics(candidates: list[str], references: list[list[str]], metrics=
         res = _tokenize({i: [c] for i, c in enumerate(candidates)})
         if "bleu" in scorers:
             bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-            results.update({f"BLEU-{n + 1}": 100.0 * score for n, score in enumerate(bleu)})
+            results.update({f"Bleu_{n + 1}": 100.0 * score for n, score in enumerate(bleu)})
         if "rouge" in scorers:
-            results["ROUGE-L"] = 100.0 * Rouge().compute_score(gts, res)[0]
+            results["ROUGE_L"] = 100.0 * Rouge().compute_score(gts, res)[0]
         if "cider" in scorers:
-            results["CIDEr-D"] = 100.0 * Cider().compute_score(gts, res)[0]
+            results["CIDEr_D"] = 100.0 * Cider().compute_score(gts, res)[0]
     return results
 
 
