@@ -61,7 +61,12 @@ def test_lsj_transforms_keep_image_and_segmentation_aligned():
     np.random.seed(0)
     augs(aug_input)
     assert aug_input.image.shape == (256, 256, 3) and aug_input.sem_seg.shape == (256, 256)
-    assert np.array_equal(aug_input.image[..., 0] > 127, aug_input.sem_seg == 7)
+    def bbox(mask):
+        ys, xs = np.nonzero(mask)
+        return np.array([xs.min(), ys.min(), xs.max(), ys.max()])
+
+    # image resized bilinearly, segmentation with nearest: the object's extent agrees within a pixel
+    assert np.abs(bbox(aug_input.image[..., 0] > 200) - bbox(aug_input.sem_seg == 7)).max() <= 1
 
 
 def test_bitmasks_and_polygons():
