@@ -1,6 +1,6 @@
 """The demo source: synthetic coloured shapes in the COCO panoptic on-disk format.
 
-Each image shows 2-5 shapes (circle, square, triangle) of six colours, of varied size and
+Each image shows 2-4 shapes (circle, square, triangle) of six colours, of varied size and
 position, possibly overlapping (each keeps most of its area visible). Every shape is a thing
 segment whose category, and so caption, is "<colour> <shape>": 18 distinct captions, balanced.
 
@@ -64,11 +64,11 @@ class ShapeSpec:
     """Generation parameters; part of the cache key."""
 
     min_image_side: int = 96
-    max_image_side: int = 144
-    min_shape_side: int = 30
-    max_shape_side: int = 60
+    max_image_side: int = 128
+    min_shape_side: int = 40
+    max_shape_side: int = 64
     min_shapes: int = 2
-    max_shapes: int = 5
+    max_shapes: int = 4
     min_visible_fraction: float = 0.7
     color_jitter: int = 12
     jpeg_quality: int = 95
