@@ -13,6 +13,8 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 
+from sca.data.prompts import PROMPT_TYPES
+
 __all__ = [
     "PromptConfig",
     "MapperConfig",
@@ -28,8 +30,6 @@ __all__ = [
     "register_configs",
     "validate",
 ]
-
-PROMPT_TYPES = ("box", "point", "mask")
 
 
 class ConfigError(ValueError):

@@ -75,8 +75,11 @@ class ShapeSpec:
 
 
 SPEC = ShapeSpec()
+GENERATOR_REVISION = 2  # bump when the drawing logic changes: it is part of the cache key
 _VERSION = hashlib.sha1(
-    json.dumps([asdict(SPEC), {k: asdict(v) for k, v in DEMO_SPLITS.items()}, DEMO_CATEGORIES], sort_keys=True).encode()
+    json.dumps(
+        [GENERATOR_REVISION, asdict(SPEC), {k: asdict(v) for k, v in DEMO_SPLITS.items()}, DEMO_CATEGORIES], sort_keys=True
+    ).encode()
 ).hexdigest()[:10]
 _COMPLETE = "COMPLETE"
 
@@ -109,12 +112,14 @@ def _shape_mask(shape: str, side: int) -> np.ndarray:
 
 
 def _draw_image(rng: np.random.Generator, categories: list[dict]):
-    """Paint shapes one over another; returns (RGB image, segment id map, segments_info)."""
+    """Paint shapes one over another.
+
+    Returns (RGB image, segment id map, segments_info, categories that found no place)."""
     width, height = rng.integers(SPEC.min_image_side, SPEC.max_image_side + 1, size=2)
     background = rng.integers(30, 110)
     image = np.full((height, width, 3), background, np.int16) + rng.integers(-6, 7, (height, width, 3))
     ids = np.zeros((height, width), np.int32)
-    segments = []
+    segments, unplaced = [], []
     for instance, category in enumerate(categories, start=1):
         shape = SHAPES[(category["id"] - 1) % len(SHAPES)]
         for _ in range(30):  # find a placement that hides no earlier shape too much
@@ -128,6 +133,7 @@ def _draw_image(rng: np.random.Generator, categories: list[dict]):
             ):
                 break
         else:
+            unplaced.append(category)
             continue
         ids = candidate
         color = np.array(category["color"]) + rng.integers(-SPEC.color_jitter, SPEC.color_jitter + 1, 3)
@@ -138,7 +144,7 @@ def _draw_image(rng: np.random.Generator, categories: list[dict]):
         ys, xs = np.nonzero(ids == s["id"])
         bbox = [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
         segments_info.append({"id": s["id"], "category_id": s["category_id"], "iscrowd": 0, "bbox": bbox, "area": int(len(xs))})
-    return np.clip(image, 0, 255).astype(np.uint8), ids, segments_info
+    return np.clip(image, 0, 255).astype(np.uint8), ids, segments_info, unplaced
 
 
 def _generate_split(root: Path, split: DemoSplit) -> None:
@@ -147,7 +153,8 @@ def _generate_split(root: Path, split: DemoSplit) -> None:
     for key in ("image_root", "panoptic_root"):
         os.makedirs(paths[key], exist_ok=True)
     os.makedirs(os.path.dirname(paths["panoptic_json"]), exist_ok=True)
-    # Balanced categories: walk through shuffled passes over all categories.
+    # Balanced categories: walk through shuffled passes over all categories; a shape that finds no
+    # place in its image goes first into the next one.
     queue: list[dict] = []
     images, annotations = [], []
     for image_id in tqdm(range(1, split.num_images + 1), desc=f"demo {split.folder}", unit="img"):
@@ -155,7 +162,8 @@ def _generate_split(root: Path, split: DemoSplit) -> None:
         while len(queue) < count:
             queue.extend(DEMO_CATEGORIES[i] for i in rng.permutation(len(DEMO_CATEGORIES)))
         chosen, queue = queue[:count], queue[count:]
-        image, ids, segments_info = _draw_image(rng, chosen)
+        image, ids, segments_info, unplaced = _draw_image(rng, chosen)
+        queue = unplaced + queue
         stem = f"{image_id:06d}"
         Image.fromarray(image).save(os.path.join(paths["image_root"], stem + ".jpg"), quality=SPEC.jpeg_quality)
         Image.fromarray(id2rgb(ids)).save(os.path.join(paths["panoptic_root"], stem + ".png"))

@@ -1,0 +1,1 @@
+"""Data: dataset registration, region mappers, prompts, batching and loaders."""

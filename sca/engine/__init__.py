@@ -1,0 +1,1 @@
+"""Training engine on detectron2: optimizer, schedule, trainer, launch."""

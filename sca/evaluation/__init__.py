@@ -1,0 +1,1 @@
+"""Evaluation: caption metrics as detectron2 DatasetEvaluators."""

@@ -1,0 +1,1 @@
+"""The SAM-prompted region captioner and its detectron2-facing wrapper."""
