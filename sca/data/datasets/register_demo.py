@@ -1,8 +1,11 @@
 """The demo source: synthetic coloured shapes in the COCO panoptic on-disk format.
 
-Each image shows 2-4 shapes (circle, square, triangle) of six colours, of varied size and
+Each image shows 2-4 shapes (ring, square, triangle) of six colours, of varied size and
 position, possibly overlapping (each keeps most of its area visible). Every shape is a thing
 segment whose category, and so caption, is "<colour> <shape>": 18 distinct captions, balanced.
+The three shapes differ both at the corners and at the centre of their box, which a from-scratch
+encoder on a 16x16 token grid learns within minutes (a filled circle against a square, differing
+only at the corners, took twice as long and failed in some runs).
 
 The data is generated deterministically on first use into a cache directory
 (``$SCA_DEMO_ROOT``, default ``~/.cache/sca/demo-<version>``). Generation writes into a temporary
@@ -38,7 +41,7 @@ COLORS = {
     "purple": (145, 60, 195),
     "orange": (245, 135, 25),
 }
-SHAPES = ("circle", "square", "triangle")
+SHAPES = ("ring", "square", "triangle")
 DEMO_CATEGORIES = [
     {"id": 1 + i * len(SHAPES) + j, "name": f"{color} {shape}", "supercategory": shape, "isthing": 1, "color": list(rgb)}
     for i, (color, rgb) in enumerate(COLORS.items())
@@ -75,7 +78,7 @@ class ShapeSpec:
 
 
 SPEC = ShapeSpec()
-GENERATOR_REVISION = 2  # bump when the drawing logic changes: it is part of the cache key
+GENERATOR_REVISION = 3  # bump when the drawing logic changes: it is part of the cache key
 _VERSION = hashlib.sha1(
     json.dumps(
         [GENERATOR_REVISION, asdict(SPEC), {k: asdict(v) for k, v in DEMO_SPLITS.items()}, DEMO_CATEGORIES], sort_keys=True
@@ -104,8 +107,9 @@ def _shape_mask(shape: str, side: int) -> np.ndarray:
     mask = np.zeros((side, side), np.uint8)
     if shape == "square":
         mask[:] = 1
-    elif shape == "circle":
+    elif shape == "ring":  # a disc with a hole of half its diameter
         cv2.circle(mask, (side // 2, side // 2), side // 2, 1, thickness=-1, lineType=cv2.LINE_8)
+        cv2.circle(mask, (side // 2, side // 2), side // 4, 0, thickness=-1, lineType=cv2.LINE_8)
     else:  # isosceles triangle pointing up
         cv2.fillPoly(mask, [np.array([[side // 2, 0], [0, side - 1], [side - 1, side - 1]], np.int32)], 1)
     return mask.astype(bool)
