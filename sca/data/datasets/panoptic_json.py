@@ -74,9 +74,12 @@ def load_panoptic_json(
         sem_seg_root: folder of semantic PNGs (same stem as the panoptic PNG); records get a
             ``sem_seg_file_name`` when this folder exists.
     Raises:
+        FileNotFoundError: when ``json_file`` does not exist.
         ValueError: naming the file, for malformed JSON, an annotation without image entry, an
             unknown category or a ``file_name`` that escapes its folder.
     """
+    if not os.path.isfile(json_file):
+        raise FileNotFoundError(f"{json_file} not found: datasets/README.md shows the expected tree and how to prepare it")
     try:
         with open(json_file) as f:
             content = json.load(f)

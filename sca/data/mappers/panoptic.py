@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-import logging
-
+import cv2
 import numpy as np
 import torch
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from panopticapi.utils import rgb2id
 from PIL import Image
-from scipy import ndimage
 
 from sca.config import MapperConfig
 from sca.data.caption_tokenizer import CaptionTokenizer
 from sca.data.mappers.augmentation import build_augmentation
-from sca.data.prompts import sample_points, sample_prompt_types
+from sca.data.prompts import sample_points_in_mask, sample_prompt_types
 from sca.data.skip_counts import SkipRecorder
 
 __all__ = ["PanopticRegionMapper"]
-
-logger = logging.getLogger(__name__)
 
 
 class PanopticRegionMapper:
@@ -67,11 +63,17 @@ class PanopticRegionMapper:
         rng = np.random.default_rng(np.random.randint(2**31))
         try:
             image = utils.read_image(dataset_dict["file_name"], format="RGB")
+            ids = _read_segment_ids(dataset_dict["pan_seg_file_name"])
         except OSError as error:  # missing, truncated or not an image
             self.skips.record("skipped_images", dataset_dict["file_name"], f"{self.source}: skipped an image ({error})")
             return None
         utils.check_image_size(dataset_dict, image)
-        segments, labels = self._label_map(dataset_dict, rng)
+        if ids.shape != (dataset_dict["height"], dataset_dict["width"]):
+            raise ValueError(
+                f"{dataset_dict['pan_seg_file_name']}: panoptic PNG is {ids.shape[1]}x{ids.shape[0]} but its JSON "
+                f"entry says {dataset_dict['width']}x{dataset_dict['height']}"
+            )
+        segments, labels, source_boxes = self._label_map(dataset_dict, ids, rng)
 
         aug_input = T.AugInput(image, sem_seg=labels)
         transforms = self.augmentations(aug_input)
@@ -79,10 +81,11 @@ class PanopticRegionMapper:
         height, width = dataset_dict["height"], dataset_dict["width"]
         valid_box = transforms.apply_box(np.array([[0, 0, width, height]], dtype=np.float32))[0]
 
-        regions = self._regions(segments, labels, rng)
+        regions = self._regions(labels, transforms.apply_box(source_boxes), rng)
         if not regions["labels"].size and self.is_train:
             return None
-        captions = [[self.class_names[segments[k - 1]["category_id"]]] for k in regions["labels"]]
+        chosen_segments = [segments[k - 1] for k in regions["labels"]]
+        captions = [[self.class_names[s["category_id"]]] for s in chosen_segments]
         chosen = [refs[rng.integers(len(refs))] if self.is_train else refs[0] for refs in captions]
         num_regions = len(captions)
         sample = {
@@ -95,8 +98,8 @@ class PanopticRegionMapper:
             "source": self.source,
             "task_type": self.task_type,
             "regions": {
-                "region_ids": torch.tensor([segments[k - 1]["id"] for k in regions["labels"]], dtype=torch.int64),
-                "category_ids": torch.tensor([segments[k - 1]["category_id"] for k in regions["labels"]], dtype=torch.int64),
+                "region_ids": torch.tensor([s["id"] for s in chosen_segments], dtype=torch.int64),
+                "category_ids": torch.tensor([s["category_id"] for s in chosen_segments], dtype=torch.int64),
                 "boxes": torch.from_numpy(regions["boxes"]),
                 "prompt_types": torch.as_tensor(sample_prompt_types(rng, self.cfg.prompt.weights, num_regions)),
                 "points": torch.from_numpy(regions["points"]),
@@ -108,67 +111,79 @@ class PanopticRegionMapper:
         }
         return self.skips.attach(sample)
 
-    def _label_map(self, dataset_dict: dict, rng: np.random.Generator) -> tuple[list[dict], np.ndarray]:
-        """Decode the panoptic PNG once into a label map: pixel = 1 + index into the returned
-        candidate segments, 0 elsewhere. Candidates absent from the PNG are dropped and counted."""
-        png_file = dataset_dict["pan_seg_file_name"]
-        with Image.open(png_file) as png:
-            ids = rgb2id(np.asarray(png.convert("RGB")))
-        if ids.shape != (dataset_dict["height"], dataset_dict["width"]):
-            raise ValueError(
-                f"{png_file}: panoptic PNG is {ids.shape[1]}x{ids.shape[0]} but its JSON entry says "
-                f"{dataset_dict['width']}x{dataset_dict['height']}"
-            )
-        segments = [s for s in dataset_dict["segments_info"] if not s["iscrowd"]]
-        if self.is_train and len(segments) > 255:  # keep uint8 labels; far more than max_regions remain
-            segments = [segments[i] for i in sorted(rng.choice(len(segments), 255, replace=False))]
-        labels = self._segment_labels(ids, np.array([s["id"] for s in segments], dtype=ids.dtype))
-        present = np.bincount(labels.ravel(), minlength=len(segments) + 1)[1:] > 0
-        if not present.all():
-            for segment in (s for s, p in zip(segments, present) if not p):
-                self.skips.record(
-                    "absent_segments", (png_file, segment["id"]), f"{self.source}: segment {segment['id']} is absent from {png_file}"
-                )
-            keep = np.flatnonzero(present)
-            segments = [segments[i] for i in keep]
-            relabel = np.zeros(len(present) + 1, dtype=labels.dtype)
-            relabel[keep + 1] = np.arange(1, len(keep) + 1)
-            labels = relabel[labels.astype(np.intp, copy=False)]
-        return segments, labels
+    def _label_map(self, dataset_dict: dict, ids: np.ndarray, rng: np.random.Generator):
+        """One label map for the candidate (non-crowd) segments, to transform with the image.
 
-    @staticmethod
-    def _segment_labels(ids: np.ndarray, segment_ids: np.ndarray) -> np.ndarray:
-        """Label map of ``ids`` (1 + index in ``segment_ids``, 0 for other ids): uint8 up to 255
-        segments (resized by PIL like the image), float32 beyond (exact, resized by torch)."""
-        dtype = np.uint8 if len(segment_ids) <= 255 else np.float32
-        if not len(segment_ids):
-            return np.zeros(ids.shape, dtype)
-        order = np.argsort(segment_ids)
-        position = np.minimum(np.searchsorted(segment_ids[order], ids), len(order) - 1)
-        return np.where(segment_ids[order][position] == ids, order[position] + 1, 0).astype(dtype)
+        Returns:
+            the candidates present in the PNG (absent ones are dropped and counted), the label map
+            (pixel = 1 + index into them, 0 elsewhere; uint8, or float32 beyond 255 candidates so
+            that it stays exact) and their boxes in the PNG (XYXY, float32).
+        """
+        candidates = [s for s in dataset_dict["segments_info"] if not s["iscrowd"]]
+        if self.is_train and len(candidates) > 255:  # keep uint8 labels; far more than max_regions remain
+            candidates = [candidates[i] for i in sorted(rng.choice(len(candidates), 255, replace=False))]
+        labels = np.zeros(ids.shape, np.uint8 if len(candidates) <= 255 else np.float32)
+        segments, boxes = [], []
+        for segment in candidates:
+            mask = ids == segment["id"]
+            x, y, w, h = cv2.boundingRect(mask.view(np.uint8))
+            if w == 0:
+                png_file = dataset_dict["pan_seg_file_name"]
+                message = f"{self.source}: segment {segment['id']} of the JSON is absent from {png_file}"
+                self.skips.record("absent_segments", (png_file, segment["id"]), message)
+                continue
+            segments.append(segment)
+            labels[mask] = len(segments)
+            boxes.append((x, y, x + w, y + h))
+        return segments, labels, np.array(boxes, dtype=np.float32).reshape(-1, 4)
 
-    def _regions(self, segments: list[dict], labels: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    def _regions(self, labels: np.ndarray, windows: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Boxes (XYXY), points (x, y) and low-res masks of the regions kept after the transforms.
+
+        Only the chosen regions are cut out, each inside its ``window`` (its PNG box carried
+        through the transforms, widened by 2 pixels for nearest-neighbour rounding; the whole
+        map if the window misses any of its pixels).
 
         Returns:
             dict of ``labels`` (R,) 1-based segment indices, ``boxes`` (R, 4), ``points`` (R, P, 2),
             ``masks`` (R, mask_size, mask_size) bool.
         """
-        int_labels = labels.astype(np.int32) if labels.dtype != np.uint8 else labels
-        areas = np.bincount(int_labels.ravel(), minlength=len(segments) + 1)[1:]
+        areas = _label_areas(labels, len(windows))
         candidates = np.flatnonzero(areas >= self.cfg.min_region_area) + 1
         if self.is_train:
             candidates = rng.permutation(candidates)[: self.cfg.max_regions]
-        slices = ndimage.find_objects(int_labels, max_label=len(segments))
         num_points, mask_size = self.cfg.prompt.num_points, self.cfg.mask_size
         boxes = np.zeros((len(candidates), 4), np.float32)
         points = np.zeros((len(candidates), num_points, 2), np.float32)
+        height, width = labels.shape
         for i, label in enumerate(candidates):
-            rows, cols = slices[label - 1]
-            boxes[i] = (cols.start, rows.start, cols.stop, rows.stop)
-            ys, xs = np.nonzero(int_labels[rows, cols] == label)
-            points[i] = sample_points(rng, ys + rows.start, xs + cols.start, num_points)
+            x0, y0, x1, y1 = windows[label - 1]
+            x0, y0 = max(int(x0) - 2, 0), max(int(y0) - 2, 0)
+            x1, y1 = min(int(np.ceil(x1)) + 2, width), min(int(np.ceil(y1)) + 2, height)
+            mask = (labels[y0:y1, x0:x1] == label).view(np.uint8)
+            if cv2.countNonZero(mask) != areas[label - 1]:
+                x0 = y0 = 0
+                mask = (labels == label).view(np.uint8)
+            x, y, w, h = cv2.boundingRect(mask)
+            boxes[i] = (x0 + x, y0 + y, x0 + x + w, y0 + y + h)
+            points[i] = sample_points_in_mask(rng, mask[y : y + h, x : x + w].view(bool), num_points) + (x0 + x, y0 + y)
         if labels.shape != (mask_size, mask_size):
             labels = np.asarray(Image.fromarray(labels).resize((mask_size, mask_size), Image.NEAREST))
         masks = labels[None] == candidates.astype(labels.dtype)[:, None, None]
         return {"labels": candidates, "boxes": boxes, "points": points, "masks": masks}
+
+
+def _read_segment_ids(png_file: str) -> np.ndarray:
+    """Segment id per pixel of a COCO-panoptic PNG (id = R + 256 G + 256^2 B); OpenCV decodes it
+    (BGR) faster than PIL."""
+    bgr = cv2.imread(png_file, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise OSError(f"cannot read the panoptic PNG {png_file}")
+    return rgb2id(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
+def _label_areas(labels: np.ndarray, num_labels: int) -> np.ndarray:
+    """Pixel count of labels 1..num_labels (an OpenCV histogram for uint8 maps: no int64 copy)."""
+    if labels.dtype == np.uint8:
+        return cv2.calcHist([labels], [0], None, [256], [0, 256]).ravel()[1 : num_labels + 1].astype(np.int64)
+    return np.bincount(labels.astype(np.int64).ravel(), minlength=num_labels + 1)[1:]
