@@ -465,21 +465,23 @@ def test_skip_counts_reach_the_event_storage():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("source", SOURCES)
-def test_train_net_trains_on_a_prepared_tree(tree, source, tmp_path):
-    data = f"{source}_panoptic"
+def test_train_net_trains_on_each_prepared_source(tree, tmp_path):
+    """``train_net.py data=coco_panoptic`` and ``data=ade20k_panoptic`` (one Hydra multirun: one start-up)."""
     overrides = [
-        f"data={data}", f"output_dir={tmp_path}", "solver.max_iter=3", "log_period=1", "data.num_workers=0",
-        "evaluation.max_images=2", "evaluation.metrics=[exact_match]",
+        "-m", "data=coco_panoptic,ade20k_panoptic", f"output_dir={tmp_path}/${{data.name}}", f"hydra.sweep.dir={tmp_path}/sweep",
+        "solver.max_iter=3", "log_period=1", "data.num_workers=0", "evaluation.max_images=2", "evaluation.metrics=[exact_match]",
     ]
     env = {**os.environ, "DETECTRON2_DATASETS": str(tree)}
     result = subprocess.run([sys.executable, "train_net.py", *overrides], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    rows = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
-    steps = [row for row in rows if f"loss_caption/{data}" in row]
-    assert [row["iteration"] for row in steps] == [0, 1, 2] and all(np.isfinite(row[f"loss_caption/{data}"]) for row in steps)
-    # the deleted image and the phantom segment of the train split: each counted once
-    assert steps[-1][f"data/{data}/skipped_images"] == 1 and steps[-1][f"data/{data}/absent_segments"] == 1
-    assert "skipped an image" in (tmp_path / "log.txt").read_text()
-    assert (tmp_path / "model_final.pth").is_file()
-    assert "exact_match" in json.loads((tmp_path / "eval" / f"{SOURCES[source]}_val" / "metrics.json").read_text())
+    for source, dataset in SOURCES.items():
+        data, run = f"{source}_panoptic", tmp_path / f"{source}_panoptic"
+        rows = [json.loads(line) for line in (run / "metrics.json").read_text().splitlines()]
+        steps = [row for row in rows if f"loss_caption/{data}" in row]
+        assert [row["iteration"] for row in steps] == [0, 1, 2] and all(np.isfinite(row[f"loss_caption/{data}"]) for row in steps)
+        # the deleted image and the phantom segment of the train split, each counted once
+        assert steps[-1][f"data/{data}/skipped_images"] == 1 and steps[-1][f"data/{data}/absent_segments"] == 1
+        log = (run / "log.txt").read_text()
+        assert f"{data}: skipped an image" in log and f"{data}: segment" in log
+        assert (run / "model_final.pth").is_file()
+        assert "exact_match" in json.loads((run / "eval" / f"{dataset}_val" / "metrics.json").read_text())

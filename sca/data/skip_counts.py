@@ -11,10 +11,10 @@ so they reach ``metrics.json`` and TensorBoard) and logs them when they grow.
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 
 from detectron2.utils.events import get_event_storage
-from detectron2.utils.logger import log_every_n_seconds
 
 __all__ = ["SkipRecorder", "SkipCountLogger", "merge_skipped"]
 
@@ -65,10 +65,11 @@ class SkipCountLogger:
     """Wraps a loader of ``{source: batch}``: counts the distinct skipped keys per source and kind
     into the event storage (``data/<source>/<kind>``) and logs them when they grow."""
 
-    def __init__(self, loader, log_period_s: int = 60):
+    def __init__(self, loader, log_period_s: float = 60.0):
         self.loader = loader
         self.log_period_s = log_period_s
         self.skipped: dict[str, dict[str, set]] = defaultdict(lambda: defaultdict(set))
+        self._logged_at = -float("inf")
 
     def counts(self) -> dict[str, dict[str, int]]:
         return {source: {kind: len(keys) for kind, keys in kinds.items()} for source, kinds in self.skipped.items()}
@@ -85,8 +86,9 @@ class SkipCountLogger:
             for source, kinds in self.counts().items():
                 for kind, count in kinds.items():
                     storage.put_scalar(f"data/{source}/{kind}", count, smoothing_hint=False)
-            if grew:
-                log_every_n_seconds(logging.WARNING, f"skipped so far: {self.counts()}", n=self.log_period_s, name=__name__)
+            if grew and time.monotonic() - self._logged_at >= self.log_period_s:
+                logger.warning("skipped so far: %s", self.counts())
+                self._logged_at = time.monotonic()
             yield batches
 
 
