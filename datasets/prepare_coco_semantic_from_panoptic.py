@@ -14,6 +14,7 @@ Every segment (crowd included) is painted with its class; class ids follow the r
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 from panopticapi.utils import rgb2id
@@ -25,7 +26,7 @@ from sca.data.preparation import PreparationError, argument_parser, datasets_roo
 ANNOTATIONS_URL = "http://images.cocodataset.org/annotations/panoptic_annotations_trainval2017.zip"
 
 
-def _tasks(coco, split: str) -> list[tuple]:
+def _tasks(coco: Path, split: str) -> list[tuple]:
     """(panoptic PNG, output PNG, (width, height), [(segment id, class id)]) per image not yet converted."""
     json_file = require(
         coco / "annotations" / f"panoptic_{split}2017.json",

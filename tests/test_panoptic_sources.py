@@ -19,7 +19,7 @@ from detectron2.data.datasets.builtin_meta import ADE20K_SEM_SEG_CATEGORIES, COC
 from detectron2.evaluation import COCOPanopticEvaluator
 from detectron2.utils.events import EventStorage
 from detectron2.utils.visualizer import Visualizer
-from panopticapi.utils import rgb2id
+from panopticapi.utils import id2rgb, rgb2id
 from PIL import Image
 from pycocotools.coco import COCO
 
@@ -486,3 +486,19 @@ def test_train_net_trains_on_each_prepared_source(tree, tmp_path):
         assert f"{data}: skipped an image" in log and f"{data}: segment" in log
         assert (run / "model_final.pth").is_file()
         assert "exact_match" in json.loads((run / "eval" / f"{dataset}_val" / "metrics.json").read_text())
+
+
+def test_more_than_255_segments_keep_exact_labels(tree, tokenizer, tmp_path):
+    """Past 255 candidates the label map is float32 (still exact): every tile is its own region."""
+    ids = np.arange(1, 21 * 16 + 1, dtype=np.int32).reshape(16, 21).repeat(4, 0).repeat(4, 1)  # 336 tiles of 4x4
+    Image.fromarray(id2rgb(ids)).save(tmp_path / "tiles.png")
+    Image.fromarray(np.zeros((*ids.shape, 3), np.uint8)).save(tmp_path / "tiles.jpg")
+    segments = [{"id": int(i), "category_id": int(i) % 133, "isthing": True, "iscrowd": 0, "area": 16, "bbox": []} for i in np.unique(ids)]
+    record = {"file_name": str(tmp_path / "tiles.jpg"), "pan_seg_file_name": str(tmp_path / "tiles.png"), "image_id": 1,
+              "height": ids.shape[0], "width": ids.shape[1], "segments_info": segments}
+    regions = make_mapper("coco", tokenizer, is_train=False)(record)["regions"]
+    assert regions["region_ids"].tolist() == [s["id"] for s in segments]
+    for mask, box, points in zip(regions["masks"], regions["boxes"], regions["points"]):
+        ys, xs = torch.nonzero(mask, as_tuple=True)
+        assert box.tolist() == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] and 16 <= len(xs) <= 25
+        assert all(mask[int(y), int(x)] for x, y in points.tolist())

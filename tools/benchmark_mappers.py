@@ -5,7 +5,7 @@
     python tools/benchmark_mappers.py                      # COCO-like and ADE-like, 24 images each
     python tools/benchmark_mappers.py --num-images 50 --passes 5 --root /tmp/sca-bench
 
-Fixtures of realistic size are written once into ``--root`` in the official layouts (COCO-like:
+Fixtures of realistic size are written once into ``--root``/<N>-images in the official layouts (COCO-like:
 640x480, ~4 stuff + up to 14 things per image; ADE-like: 683x512, raw ``ADEChallengeData2016``
 converted by ``datasets/prepare_ade20k_pan_seg.py``, up to 24 things). Each mapper runs training
 LSJ at 1024 (flip, ResizeScale 0.1-2.0, FixedSizeCrop) over every image, ``--passes`` times,
@@ -56,8 +56,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def prepare_fixtures(root: Path, num_images: int) -> None:
-    """Write the COCO-like and ADE-like trees once (a marker file records the image count)."""
-    marker = root / f"fixtures-{num_images}.done"
+    """Write the COCO-like and ADE-like trees into ``root`` once (a marker file says they are complete)."""
+    marker = root / "complete"
     if marker.exists():
         return
     print(f"writing fixtures into {root} ...")
@@ -155,7 +155,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    root = Path(args.root)
+    root = Path(args.root) / f"{args.num_images}-images"
     prepare_fixtures(root, args.num_images)
     register_all_coco_panoptic(str(root))
     register_all_ade20k_panoptic(str(root))
