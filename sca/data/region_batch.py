@@ -20,7 +20,8 @@ def collate_regions(samples: list[dict], pad_token_id: int) -> dict:
         dict with ``images`` (B,3,S,S) uint8, ``valid_boxes`` (B,4), per-image lists ``image_ids``,
         ``file_names``, ``heights``, ``widths``, ``task_types``, and ``regions`` holding
         ``image_index`` (R,), the concatenated region tensors, ``captions`` (R lists of references),
-        ``input_ids`` / ``attention_mask`` (R, L), and ``skipped`` (what the mappers skipped, per kind).
+        ``input_ids`` / ``attention_mask`` (R, L); and ``skipped``: the keys of what the mappers
+        skipped since their previous sample, per kind (see :mod:`sca.data.skip_counts`).
     """
     regions = [s["regions"] for s in samples]
     token_lists = [ids for r in regions for ids in r["input_ids"]]
