@@ -9,6 +9,10 @@ things on today's stack. Each is applied only when the *installed* detectron2 ne
 2. numpy aliases ``np.bool/int/float/object`` (removed in numpy 1.24) when detectron2's source
    still uses them.
 3. ``PIL.Image.LINEAR`` (removed in Pillow 10) when detectron2's source still uses it.
+4. On Python >= 3.11, ``MapDataset``'s fallback when a mapper returns ``None`` (skip this sample):
+   v0.6 draws the replacement index with ``random.sample(<set>)``, which Python 3.11 refuses, so
+   the first skipped training sample would end training. Its candidate set is made sampleable
+   right after ``detectron2.data.common`` is imported.
 
 ``import sca`` calls :func:`apply`, so importing anything from ``sca`` first is enough.
 """
@@ -16,7 +20,10 @@ things on today's stack. Each is applied only when the *installed* detectron2 ne
 from __future__ import annotations
 
 import importlib.machinery
+import collections.abc
+import importlib.abc
 import importlib.util
+import itertools
 import logging
 import re
 import sys
@@ -36,6 +43,7 @@ FULL_BUILD_HINT = (
 _NUMPY_ALIASES = {"bool": bool, "int": int, "float": float, "object": object}
 _NUMPY_ALIAS_RE = re.compile(r"\bnp\.(bool|int|float|object)\b(?![_\w])")
 _PIL_LINEAR_RE = re.compile(r"\bImage\.LINEAR\b")
+_SET_SAMPLE_RE = re.compile(r"\.sample\(self\._fallback_candidates\b")
 
 
 class MissingCompiledOpError(RuntimeError):
@@ -50,10 +58,11 @@ class CompatReport:
     stub_compiled_ops: bool = False
     numpy_aliases: list[str] = field(default_factory=list)
     pil_linear: bool = False
+    map_dataset_fallback: bool = False
 
     @property
     def applied(self) -> bool:
-        return self.stub_compiled_ops or bool(self.numpy_aliases) or self.pil_linear
+        return self.stub_compiled_ops or bool(self.numpy_aliases) or self.pil_linear or self.map_dataset_fallback
 
 
 class _MissingCompiledOps(types.ModuleType):
@@ -106,6 +115,7 @@ def apply() -> CompatReport:
         source = _read_sources(package_dir)
         _apply_numpy_aliases(source, report)
         _apply_pil_linear(source, report)
+        _apply_map_dataset_fallback(source, report)
     if report.applied:
         logger.debug("detectron2 compatibility applied: %s", report)
     _report = report
@@ -129,3 +139,56 @@ def _apply_pil_linear(source: str, report: CompatReport) -> None:
         return
     Image.LINEAR = Image.BILINEAR
     report.pil_linear = True
+
+
+class _SampleableSet(set):
+    """A set that ``random.sample`` accepts (Python >= 3.11 wants a sequence): indexable in
+    iteration order. Only one element is drawn per skipped sample, so O(n) indexing is fine."""
+
+    def __getitem__(self, index: int):
+        return next(itertools.islice(iter(self), index, None))
+
+
+collections.abc.Sequence.register(_SampleableSet)
+
+
+def _sampleable_fallback(common) -> None:
+    """Make ``MapDataset``'s fallback candidates a :class:`_SampleableSet`."""
+    original_init = common.MapDataset.__init__
+
+    def __init__(self, dataset, map_func):
+        original_init(self, dataset, map_func)
+        self._fallback_candidates = _SampleableSet(self._fallback_candidates)
+
+    common.MapDataset.__init__ = __init__
+
+
+class _PatchAfterImport(importlib.abc.MetaPathFinder):
+    """Runs ``patch(module)`` once ``name`` has been imported (before anyone else uses it)."""
+
+    def __init__(self, name: str, patch):
+        self.name, self.patch = name, patch
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        exec_module = spec.loader.exec_module
+
+        def exec_and_patch(module):
+            exec_module(module)
+            self.patch(module)
+
+        spec.loader.exec_module = exec_and_patch
+        return spec
+
+
+def _apply_map_dataset_fallback(source: str, report: CompatReport) -> None:
+    if sys.version_info < (3, 11) or not _SET_SAMPLE_RE.search(source):
+        return
+    if "detectron2.data.common" in sys.modules:
+        _sampleable_fallback(sys.modules["detectron2.data.common"])
+    else:
+        sys.meta_path.insert(0, _PatchAfterImport("detectron2.data.common", _sampleable_fallback))
+    report.map_dataset_fallback = True

@@ -112,3 +112,10 @@ def test_simple_trainer_runs_steps():
     before = ((model(torch.ones(1, 4)) - 1) ** 2).item()
     trainer.train(0, 20)
     assert ((model(torch.ones(1, 4)) - 1) ** 2).item() < before * 0.1
+
+
+def test_map_dataset_draws_another_sample_when_the_mapper_skips_one():
+    from detectron2.data.common import MapDataset
+
+    dataset = MapDataset(list(range(40)), lambda x: None if x < 30 else x)
+    assert all(dataset[i] >= 30 for i in range(35))  # skipped indices fall back to mappable ones

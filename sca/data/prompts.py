@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["PROMPT_TYPES", "PROMPT_TYPE_IDS", "sample_prompt_types", "sample_points"]
+__all__ = ["PROMPT_TYPES", "PROMPT_TYPE_IDS", "sample_prompt_types", "sample_points", "sample_points_in_mask"]
 
 PROMPT_TYPES = ("box", "point", "mask")
 PROMPT_TYPE_IDS = {name: i for i, name in enumerate(PROMPT_TYPES)}
@@ -22,3 +22,22 @@ def sample_points(rng: np.random.Generator, ys: np.ndarray, xs: np.ndarray, num_
     """``num_points`` pixel centres (x, y) drawn from a region's pixels ``(ys, xs)``."""
     index = rng.choice(len(xs), size=num_points, replace=len(xs) < num_points)
     return np.stack([xs[index] + 0.5, ys[index] + 0.5], axis=1).astype(np.float32)
+
+
+def sample_points_in_mask(rng: np.random.Generator, mask: np.ndarray, num_points: int) -> np.ndarray:
+    """``num_points`` pixel centres (x, y) of ``mask`` (bool, HxW, typically cropped to its box),
+    uniform and distinct while the mask has enough pixels.
+
+    Rejection sampling in the box (cheap for a box-cropped mask, whose fill rate is high); regions
+    too thin for it fall back to :func:`sample_points` over all their pixels.
+    """
+    height, width = mask.shape
+    draws = min(64 * num_points + 32, height * width)
+    ys, xs = rng.integers(0, height, draws), rng.integers(0, width, draws)
+    flat = (ys * width + xs)[mask[ys, xs]]
+    _, first = np.unique(flat, return_index=True)
+    if len(first) < num_points:
+        ys, xs = np.nonzero(mask)
+        return sample_points(rng, ys, xs, num_points)
+    flat = flat[np.sort(first)[:num_points]]
+    return np.stack([flat % width + 0.5, flat // width + 0.5], axis=1).astype(np.float32)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from sca.data.skip_counts import merge_skipped
+
 __all__ = ["collate_regions"]
 
 
@@ -18,7 +20,8 @@ def collate_regions(samples: list[dict], pad_token_id: int) -> dict:
         dict with ``images`` (B,3,S,S) uint8, ``valid_boxes`` (B,4), per-image lists ``image_ids``,
         ``file_names``, ``heights``, ``widths``, ``task_types``, and ``regions`` holding
         ``image_index`` (R,), the concatenated region tensors, ``captions`` (R lists of references),
-        ``input_ids`` / ``attention_mask`` (R, L).
+        ``input_ids`` / ``attention_mask`` (R, L); and ``skipped``: the keys of what the mappers
+        skipped since their previous sample, per kind (see :mod:`sca.data.skip_counts`).
     """
     regions = [s["regions"] for s in samples]
     token_lists = [ids for r in regions for ids in r["input_ids"]]
@@ -37,6 +40,7 @@ def collate_regions(samples: list[dict], pad_token_id: int) -> dict:
         "heights": [s["height"] for s in samples],
         "widths": [s["width"] for s in samples],
         "task_types": [s["task_type"] for s in samples],
+        "skipped": merge_skipped(samples),
         "regions": {
             "image_index": torch.cat([torch.full((len(r["boxes"]),), i, dtype=torch.int64) for i, r in enumerate(regions)]),
             **{key: torch.cat([r[key] for r in regions]) for key in tensor_keys},

@@ -21,6 +21,7 @@ from detectron2.utils import comm
 
 from sca.config import SCAConfig
 from sca.data.multi_source import build_test_loader, build_train_loader
+from sca.data.skip_counts import SkipCountLogger
 from sca.engine.optimizer import build_lr_scheduler, build_optimizer
 from sca.evaluation.caption_evaluator import CaptionEvaluator
 from sca.modeling.build import build_model, is_pretrained_dir
@@ -68,7 +69,7 @@ class Trainer(TrainerBase):
         model = build_model(cfg).to(device)
         model.autocast_dtype = _autocast_dtype(cfg)
         optimizer = build_optimizer(cfg.solver, model)
-        data_loader = build_train_loader(cfg.data, model.tokenizer)
+        data_loader = SkipCountLogger(build_train_loader(cfg.data, model.tokenizer))
         ddp_model = create_ddp_model(model, broadcast_buffers=False)
         if cfg.solver.amp and cfg.solver.amp_dtype == "float16":
             model.autocast_dtype = None  # AMPTrainer runs its own float16 autocast with a grad scaler

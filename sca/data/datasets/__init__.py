@@ -1,5 +1,15 @@
-"""Dataset registration: importing this package registers every source (lazily: nothing is read)."""
+"""Dataset registration: importing this package registers every source (lazily: nothing is read).
 
+Real datasets are looked up under ``$DETECTRON2_DATASETS`` (default ``./datasets``), as in detectron2.
+"""
+
+import os
+
+from sca.data.datasets.register_ade20k_panoptic import register_all_ade20k_panoptic
+from sca.data.datasets.register_coco_panoptic import register_all_coco_panoptic
 from sca.data.datasets.register_demo import register_all_demo
 
 register_all_demo()
+_root = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
+register_all_coco_panoptic(_root)
+register_all_ade20k_panoptic(_root)

@@ -20,14 +20,15 @@ def build_region_mapper(
     source: str,
     task_type: str,
 ):
-    """The mapper for ``dataset_name``'s annotation family (panoptic: has a ``panoptic_root``)."""
+    """The mapper for ``dataset_name``'s annotation family (panoptic: has a ``panoptic_root``).
+    Captions are the metadata's ``class_captions`` where given, else its class names."""
     metadata = MetadataCatalog.get(dataset_name)
     if hasattr(metadata, "panoptic_root"):
         return PanopticRegionMapper(
             cfg,
             is_train=is_train,
             tokenizer=tokenizer,
-            class_names=metadata.stuff_classes,
+            class_names=metadata.get("class_captions", metadata.stuff_classes),
             source=source,
             task_type=task_type,
         )

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-
+import cv2
 import numpy as np
 import torch
 from detectron2.data import detection_utils as utils
@@ -14,25 +13,32 @@ from PIL import Image
 from sca.config import MapperConfig
 from sca.data.caption_tokenizer import CaptionTokenizer
 from sca.data.mappers.augmentation import build_augmentation
-from sca.data.prompts import sample_points, sample_prompt_types
+from sca.data.prompts import sample_points_in_mask, sample_prompt_types
+from sca.data.skip_counts import SkipRecorder
 
 __all__ = ["PanopticRegionMapper"]
-
-logger = logging.getLogger(__name__)
 
 
 class PanopticRegionMapper:
     """Maps a detectron2 panoptic dataset dict to a region sample.
 
-    The image and its panoptic PNG go through the same detectron2 transforms (LSJ in training,
-    SAM's longest-side resize + pad otherwise). Segments cut away by the crop or smaller than
-    ``min_region_area`` are dropped; at most ``max_regions`` of the rest are sampled without
-    replacement in training (all are kept in evaluation). Each region gets its box, a low-res mask,
-    a prompt (type sampled from the configured mix), its class name as caption and its tokens.
+    The panoptic PNG is decoded once into a label map of the candidate segments (1..K, 0 = none),
+    which goes through the image's detectron2 transforms (LSJ in training, SAM's longest-side
+    resize + pad otherwise). Segments cut away by the crop or smaller than ``min_region_area`` are
+    dropped; at most ``max_regions`` of the rest are sampled without replacement in training (all
+    are kept in evaluation). Only the chosen regions are cut out: each gets its tight box, points
+    inside its mask, a low-res mask, a prompt type (sampled from the configured mix), its class
+    caption and its tokens.
+
+    Bad input: an image that is missing or unreadable is skipped (``None``) and counted; a segment
+    listed in the JSON but absent from the PNG is dropped and counted (see :mod:`skip_counts`);
+    a PNG whose size differs from the JSON entry raises ``ValueError`` naming the file.
 
     In training, returns ``None`` (detectron2's loaders then draw another image) when no region
     survives; in evaluation, a sample with zero regions.
     """
+
+    SKIP_KINDS = ("skipped_images", "absent_segments")
 
     def __init__(
         self,
@@ -51,31 +57,38 @@ class PanopticRegionMapper:
         self.class_names = class_names
         self.source = source
         self.task_type = task_type
+        self.skips = SkipRecorder(self.SKIP_KINDS)
 
     def __call__(self, dataset_dict: dict) -> dict | None:
         rng = np.random.default_rng(np.random.randint(2**31))
-        image = utils.read_image(dataset_dict["file_name"], format="RGB")
+        try:
+            image = utils.read_image(dataset_dict["file_name"], format="RGB")
+            ids = _read_segment_ids(dataset_dict["pan_seg_file_name"])
+        except OSError as error:  # missing, truncated or not an image
+            self.skips.record("skipped_images", dataset_dict["file_name"], f"{self.source}: skipped an image ({error})")
+            return None
         utils.check_image_size(dataset_dict, image)
-        pan_seg = utils.read_image(dataset_dict["pan_seg_file_name"], format="RGB")
-        if pan_seg.shape[:2] != image.shape[:2]:
-            raise ValueError(f"{dataset_dict['pan_seg_file_name']}: size {pan_seg.shape[:2]} differs from the image's {image.shape[:2]}")
+        if ids.shape != (dataset_dict["height"], dataset_dict["width"]):
+            raise ValueError(
+                f"{dataset_dict['pan_seg_file_name']}: panoptic PNG is {ids.shape[1]}x{ids.shape[0]} but its JSON "
+                f"entry says {dataset_dict['width']}x{dataset_dict['height']}"
+            )
+        segments, labels, source_boxes = self._label_map(dataset_dict, ids, rng)
 
-        aug_input = T.AugInput(image, sem_seg=pan_seg)
+        aug_input = T.AugInput(image, sem_seg=labels)
         transforms = self.augmentations(aug_input)
-        image, ids = aug_input.image, rgb2id(aug_input.sem_seg)
+        image, labels = aug_input.image, aug_input.sem_seg
         height, width = dataset_dict["height"], dataset_dict["width"]
         valid_box = transforms.apply_box(np.array([[0, 0, width, height]], dtype=np.float32))[0]
 
-        segments = [s for s in dataset_dict["segments_info"] if not s["iscrowd"]]
-        if self.is_train:
-            segments = [segments[i] for i in rng.permutation(len(segments))]
-        regions = self._regions(segments, ids, rng)
-        if not regions and self.is_train:
+        regions = self._regions(labels, transforms.apply_box(source_boxes), rng)
+        if not regions["labels"].size and self.is_train:
             return None
-        captions = [[self.class_names[r["category_id"]]] for r in regions]
+        chosen_segments = [segments[k - 1] for k in regions["labels"]]
+        captions = [[self.class_names[s["category_id"]]] for s in chosen_segments]
         chosen = [refs[rng.integers(len(refs))] if self.is_train else refs[0] for refs in captions]
-        num_points, mask_size = self.cfg.prompt.num_points, self.cfg.mask_size
-        return {
+        num_regions = len(captions)
+        sample = {
             "image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))),
             "image_id": dataset_dict["image_id"],
             "file_name": dataset_dict["file_name"],
@@ -85,36 +98,92 @@ class PanopticRegionMapper:
             "source": self.source,
             "task_type": self.task_type,
             "regions": {
-                "region_ids": torch.tensor([r["id"] for r in regions], dtype=torch.int64),
-                "category_ids": torch.tensor([r["category_id"] for r in regions], dtype=torch.int64),
-                "boxes": torch.tensor(np.array([r["box"] for r in regions]), dtype=torch.float32).reshape(-1, 4),
-                "prompt_types": torch.as_tensor(sample_prompt_types(rng, self.cfg.prompt.weights, len(regions))),
-                "points": torch.tensor(np.array([r["points"] for r in regions])).reshape(-1, num_points, 2),
-                "point_labels": torch.ones((len(regions), num_points), dtype=torch.int64),
-                "masks": torch.tensor(np.array([r["mask"] for r in regions])).reshape(-1, mask_size, mask_size),
+                "region_ids": torch.tensor([s["id"] for s in chosen_segments], dtype=torch.int64),
+                "category_ids": torch.tensor([s["category_id"] for s in chosen_segments], dtype=torch.int64),
+                "boxes": torch.from_numpy(regions["boxes"]),
+                "prompt_types": torch.as_tensor(sample_prompt_types(rng, self.cfg.prompt.weights, num_regions)),
+                "points": torch.from_numpy(regions["points"]),
+                "point_labels": torch.ones((num_regions, self.cfg.prompt.num_points), dtype=torch.int64),
+                "masks": torch.from_numpy(regions["masks"]),
                 "captions": captions,
                 "input_ids": self.tokenizer.encode(chosen) if chosen else [],
             },
         }
+        return self.skips.attach(sample)
 
-    def _regions(self, segments: list[dict], ids: np.ndarray, rng: np.random.Generator) -> list[dict]:
-        """Regions of the segments present after the transforms, up to ``max_regions`` in training."""
-        low_res = np.asarray(Image.fromarray(ids.astype(np.int32)).resize((self.cfg.mask_size,) * 2, Image.NEAREST))
-        limit = self.cfg.max_regions if self.is_train else len(segments)
-        regions = []
-        for segment in segments:
-            if len(regions) == limit:
-                break
-            ys, xs = np.nonzero(ids == segment["id"])
-            if len(xs) < self.cfg.min_region_area:
+    def _label_map(self, dataset_dict: dict, ids: np.ndarray, rng: np.random.Generator):
+        """One label map for the candidate (non-crowd) segments, to transform with the image.
+
+        Returns:
+            the candidates present in the PNG (absent ones are dropped and counted), the label map
+            (pixel = 1 + index into them, 0 elsewhere; uint8, or float32 beyond 255 candidates so
+            that it stays exact) and their boxes in the PNG (XYXY, float32).
+        """
+        candidates = [s for s in dataset_dict["segments_info"] if not s["iscrowd"]]
+        if self.is_train and len(candidates) > 255:  # keep uint8 labels; far more than max_regions remain
+            candidates = [candidates[i] for i in sorted(rng.choice(len(candidates), 255, replace=False))]
+        labels = np.zeros(ids.shape, np.uint8 if len(candidates) <= 255 else np.float32)
+        segments, boxes = [], []
+        for segment in candidates:
+            mask = ids == segment["id"]
+            x, y, w, h = cv2.boundingRect(mask.view(np.uint8))
+            if w == 0:
+                png_file = dataset_dict["pan_seg_file_name"]
+                message = f"{self.source}: segment {segment['id']} of the JSON is absent from {png_file}"
+                self.skips.record("absent_segments", (png_file, segment["id"]), message)
                 continue
-            regions.append(
-                {
-                    "id": segment["id"],
-                    "category_id": segment["category_id"],
-                    "box": np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float32),
-                    "points": sample_points(rng, ys, xs, self.cfg.prompt.num_points),
-                    "mask": low_res == segment["id"],
-                }
-            )
-        return regions
+            segments.append(segment)
+            labels[mask] = len(segments)
+            boxes.append((x, y, x + w, y + h))
+        return segments, labels, np.array(boxes, dtype=np.float32).reshape(-1, 4)
+
+    def _regions(self, labels: np.ndarray, windows: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Boxes (XYXY), points (x, y) and low-res masks of the regions kept after the transforms.
+
+        Only the chosen regions are cut out, each inside its ``window`` (its PNG box carried
+        through the transforms, widened by 2 pixels for nearest-neighbour rounding; the whole
+        map if the window misses any of its pixels).
+
+        Returns:
+            dict of ``labels`` (R,) 1-based segment indices, ``boxes`` (R, 4), ``points`` (R, P, 2),
+            ``masks`` (R, mask_size, mask_size) bool.
+        """
+        areas = _label_areas(labels, len(windows))
+        candidates = np.flatnonzero(areas >= self.cfg.min_region_area) + 1
+        if self.is_train:
+            candidates = rng.permutation(candidates)[: self.cfg.max_regions]
+        num_points, mask_size = self.cfg.prompt.num_points, self.cfg.mask_size
+        boxes = np.zeros((len(candidates), 4), np.float32)
+        points = np.zeros((len(candidates), num_points, 2), np.float32)
+        height, width = labels.shape
+        for i, label in enumerate(candidates):
+            x0, y0, x1, y1 = windows[label - 1]
+            x0, y0 = max(int(x0) - 2, 0), max(int(y0) - 2, 0)
+            x1, y1 = min(int(np.ceil(x1)) + 2, width), min(int(np.ceil(y1)) + 2, height)
+            mask = (labels[y0:y1, x0:x1] == label).view(np.uint8)
+            if cv2.countNonZero(mask) != areas[label - 1]:
+                x0 = y0 = 0
+                mask = (labels == label).view(np.uint8)
+            x, y, w, h = cv2.boundingRect(mask)
+            boxes[i] = (x0 + x, y0 + y, x0 + x + w, y0 + y + h)
+            points[i] = sample_points_in_mask(rng, mask[y : y + h, x : x + w].view(bool), num_points) + (x0 + x, y0 + y)
+        if labels.shape != (mask_size, mask_size):
+            labels = np.asarray(Image.fromarray(labels).resize((mask_size, mask_size), Image.NEAREST))
+        masks = labels[None] == candidates.astype(labels.dtype)[:, None, None]
+        return {"labels": candidates, "boxes": boxes, "points": points, "masks": masks}
+
+
+def _read_segment_ids(png_file: str) -> np.ndarray:
+    """Segment id per pixel of a COCO-panoptic PNG (id = R + 256 G + 256^2 B); OpenCV decodes it
+    (BGR) faster than PIL."""
+    bgr = cv2.imread(png_file, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise OSError(f"cannot read the panoptic PNG {png_file}")
+    return rgb2id(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
+def _label_areas(labels: np.ndarray, num_labels: int) -> np.ndarray:
+    """Pixel count of labels 1..num_labels (an OpenCV histogram for uint8 maps: no int64 copy)."""
+    if labels.dtype == np.uint8:
+        return cv2.calcHist([labels], [0], None, [256], [0, 256]).ravel()[1 : num_labels + 1].astype(np.int64)
+    return np.bincount(labels.astype(np.int64).ravel(), minlength=num_labels + 1)[1:]
