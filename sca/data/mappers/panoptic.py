@@ -9,6 +9,7 @@ import torch
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from panopticapi.utils import rgb2id
+from pycocotools import mask as mask_util
 from PIL import Image
 
 from sca.config import MapperConfig
@@ -31,7 +32,8 @@ class PanopticRegionMapper:
     a prompt (type sampled from the configured mix), its class name as caption and its tokens.
 
     In training, returns ``None`` (detectron2's loaders then draw another image) when no region
-    survives; in evaluation, a sample with zero regions.
+    survives; in evaluation, a sample with zero regions, and each region also carries its
+    full-resolution ground-truth mask in the original image frame (``mask_rles``, COCO RLE).
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class PanopticRegionMapper:
         if pan_seg.shape[:2] != image.shape[:2]:
             raise ValueError(f"{dataset_dict['pan_seg_file_name']}: size {pan_seg.shape[:2]} differs from the image's {image.shape[:2]}")
 
+        original_ids = None if self.is_train else rgb2id(pan_seg)
         aug_input = T.AugInput(image, sem_seg=pan_seg)
         transforms = self.augmentations(aug_input)
         image, ids = aug_input.image, rgb2id(aug_input.sem_seg)
@@ -75,7 +78,7 @@ class PanopticRegionMapper:
         captions = [[self.class_names[r["category_id"]]] for r in regions]
         chosen = [refs[rng.integers(len(refs))] if self.is_train else refs[0] for refs in captions]
         num_points, mask_size = self.cfg.prompt.num_points, self.cfg.mask_size
-        return {
+        sample = {
             "image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))),
             "image_id": dataset_dict["image_id"],
             "file_name": dataset_dict["file_name"],
@@ -96,6 +99,11 @@ class PanopticRegionMapper:
                 "input_ids": self.tokenizer.encode(chosen) if chosen else [],
             },
         }
+        if original_ids is not None:  # evaluation: full-resolution ground truth for mask IoU
+            sample["regions"]["mask_rles"] = [
+                mask_util.encode(np.asfortranarray(original_ids == r["id"], dtype=np.uint8)) for r in regions
+            ]
+        return sample
 
     def _regions(self, segments: list[dict], ids: np.ndarray, rng: np.random.Generator) -> list[dict]:
         """Regions of the segments present after the transforms, up to ``max_regions`` in training."""
