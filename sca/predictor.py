@@ -32,9 +32,9 @@ from sca.data.mappers.augmentation import build_augmentation
 from sca.data.prompts import PROMPT_TYPE_IDS
 from sca.evaluation.caption_evaluator import encode_mask
 from sca.modeling.build import build_model, load_checkpoint
-from sca.modeling.postprocessing import masks_to_image_frame, prompts_to_image_frame
+from sca.modeling.postprocessing import mask_box, masks_to_image_frame, prompts_to_image_frame
 
-__all__ = ["AnythingConfig", "RegionPrediction", "RegionCaptionPredictor", "read_rgb_image"]
+__all__ = ["AnythingConfig", "RegionPrediction", "RegionCaptionPredictor", "read_rgb_image", "select_masks"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +63,7 @@ class RegionPrediction:
     @property
     def box(self) -> list[float]:
         """XYXY box of the mask (zeros for an empty mask)."""
-        ys, xs = np.nonzero(self.mask)
-        return [0.0] * 4 if len(xs) == 0 else [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+        return mask_box(self.mask)
 
     def to_dict(self) -> dict:
         """JSON-ready: the mask as COCO RLE."""
@@ -88,6 +87,37 @@ def read_rgb_image(image) -> np.ndarray:
     if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB array, got shape {array.shape} and dtype {array.dtype}")
     return array
+
+
+def select_masks(logits: torch.Tensor, scores: torch.Tensor, settings: AnythingConfig) -> torch.Tensor:
+    """The "anything" mode's filter: which of the grid's masks to caption.
+
+    Keeps masks that are non-empty, confident (``scores >= pred_iou_thresh``) and stable (the IoU
+    of the mask thresholded at ``+offset`` and at ``-offset`` reaches ``stability_score_thresh``),
+    then removes duplicates by non-maximum suppression on the masks' boxes (torchvision).
+
+    Args:
+        logits: (N, m, m) mask logits, one mask per grid point.
+        scores: (N,) SAM's predicted IoU of each mask.
+
+    Returns:
+        indices of the kept masks, by decreasing score, at most ``settings.max_regions``.
+    """
+    binary = logits > 0
+    inner = (logits > settings.stability_offset).sum((1, 2))
+    outer = (logits > -settings.stability_offset).sum((1, 2))
+    stable = inner / outer.clamp(min=1)
+    keep = (scores >= settings.pred_iou_thresh) & (stable >= settings.stability_score_thresh) & binary.flatten(1).any(1)
+    index = torch.nonzero(keep).squeeze(1)
+    if len(index) == 0:
+        logger.warning(
+            "anything mode: no mask passed the filters (IoU >= %s, stability >= %s)",
+            settings.pred_iou_thresh,
+            settings.stability_score_thresh,
+        )
+        return index
+    kept = nms(masks_to_boxes(binary[index]).float(), scores[index].float(), settings.nms_iou)
+    return index[kept[: settings.max_regions]]
 
 
 def _clip_prompts(boxes, points, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -219,23 +249,14 @@ class RegionCaptionPredictor:
             logits.append(masks[index, best].float())
             scores.append(ious[index, best].float())
         logits, scores = torch.cat(logits), torch.cat(scores)
-        # Only the image content counts: padding is outside the image.
+        # Only the image content counts: the padding is outside the image.
         size = logits.shape[-1]
         scale = size / self.captioner.image_size
         content = torch.zeros((size, size), dtype=torch.bool, device=logits.device)
         content[: int(np.ceil(float(valid_box[3]) * scale)), : int(np.ceil(float(valid_box[2]) * scale))] = True
-        binary = (logits > 0) & content
-        inner = ((logits > settings.stability_offset) & content).sum((1, 2))
-        outer = ((logits > -settings.stability_offset) & content).sum((1, 2))
-        stable = inner / outer.clamp(min=1)
-        keep = (scores >= settings.pred_iou_thresh) & (stable >= settings.stability_score_thresh) & binary.flatten(1).any(1)
-        index = torch.nonzero(keep).squeeze(1)
-        if len(index) == 0:
-            logger.warning("anything mode: no mask passed the filters (IoU >= %s, stability >= %s)", settings.pred_iou_thresh, settings.stability_score_thresh)
-            return np.zeros((0, 2), np.float32)
-        kept = nms(masks_to_boxes(binary[index]).float(), scores[index], settings.nms_iou)[: settings.max_regions]
-        logger.info("anything mode: %d grid points, %d masks kept, %d after NMS", len(grid), len(index), len(kept))
-        return model_points[index[kept].cpu().numpy()]
+        kept = select_masks(logits.masked_fill(~content, float("-inf")), scores, settings)
+        logger.info("anything mode: %d grid points, %d regions kept", len(grid), len(kept))
+        return model_points[kept.cpu().numpy()]
 
     def _caption(self, pixels, embeddings, regions: dict, task_type: str, valid_box, height: int, width: int) -> list[RegionPrediction]:
         if len(regions["prompt_types"]) == 0:

@@ -32,7 +32,7 @@ from pycocotools import mask as mask_util
 
 from sca.evaluation.java_scorers import meteor_scorer, meteor_unavailable_reason, spice_scores, spice_unavailable_reason
 
-__all__ = ["CaptionEvaluator", "CaptionScorer", "normalize_caption", "caption_metrics", "encode_mask"]
+__all__ = ["CaptionEvaluator", "CaptionScorer", "normalize_caption", "caption_metrics", "encode_mask", "load_predictions"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +48,16 @@ def encode_mask(mask) -> dict:
     """Binary (H, W) mask -> COCO RLE with a JSON-ready ``counts`` string."""
     rle = mask_util.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
     return {"size": list(rle["size"]), "counts": rle["counts"].decode("ascii")}
+
+
+def load_predictions(path: str) -> dict:
+    """``predictions.json`` written by :class:`CaptionEvaluator` -> ``{image_id: [region, ...]}``."""
+    with open(path) as f:
+        regions = json.load(f)
+    by_image: dict = defaultdict(list)
+    for region in regions:
+        by_image[region["image_id"]].append(region)
+    return dict(by_image)
 
 
 def _tokenize(captions: dict[int, list[str]]) -> dict[int, list[str]]:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+import numpy as np
 import torch
 from transformers import SamImageProcessor
 
 from sca.data.prompts import PROMPT_TYPES
 
-__all__ = ["masks_to_image_frame", "prompts_to_image_frame"]
+__all__ = ["masks_to_image_frame", "prompts_to_image_frame", "mask_box"]
 
 MASK_CHUNK = 16  # regions upsampled together (each is input_size^2 floats on the way)
 
@@ -83,3 +84,9 @@ def prompts_to_image_frame(
         else:
             prompts.append({"type": kind})
     return prompts
+
+
+def mask_box(mask) -> list[float]:
+    """XYXY box (pixel edges) of a binary (H, W) mask; zeros when it is empty."""
+    ys, xs = np.nonzero(np.asarray(mask))
+    return [0.0] * 4 if len(xs) == 0 else [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
