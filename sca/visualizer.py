@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import Visualizer
 
 __all__ = ["draw_regions"]
@@ -23,7 +24,8 @@ def draw_regions(
         metadata: optional detectron2 metadata (colours).
 
     Returns:
-        (H', W', 3) uint8 RGB rendering, scaled up for images smaller than 512 px.
+        (H', W', 3) uint8 RGB rendering, scaled up for images smaller than 512 px; region i gets
+        colour i of detectron2's colormap, so renderings are reproducible.
     """
     scale = max(1.0, MIN_DRAWN_SIDE / max(image.shape[:2]))
     visualizer = Visualizer(image, metadata, scale=scale)
@@ -31,4 +33,6 @@ def draw_regions(
         return visualizer.get_output().get_image()
     masks = masks if masks is not None and all(m is not None for m in masks) else None
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    return visualizer.overlay_instances(boxes=boxes, labels=list(labels), masks=masks).get_image()
+    palette = colormap(rgb=True, maximum=1)
+    colors = [palette[i % len(palette)] for i in range(len(boxes))]
+    return visualizer.overlay_instances(boxes=boxes, labels=list(labels), masks=masks, assigned_colors=colors).get_image()
