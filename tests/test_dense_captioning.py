@@ -1,5 +1,7 @@
 """Dense-captioning mAP (VG protocol) on hand-built cases whose answers are worked out by hand."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -121,3 +123,16 @@ def test_with_meteor(monkeypatch):
     monkeypatch.setattr(java_scorers, "METEOR_BATCH", 2)
     assert java_scorers.meteor_scores(candidates, references) == pytest.approx(whole)
     assert whole[0] > 0.25 and whole[-1] == 0
+
+
+def test_dense_captioning_tool_on_demo_images(trained_run, tmp_path, load_tool, demo_records):
+    tool = load_tool("evaluate_dense_captioning")
+    output = tmp_path / "dense.json"
+    anything = ["--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-thresh", "0"]
+    results = tool.main([str(trained_run), "--dataset", "sca_demo_val", "--max-images", "2", *anything, "--output", str(output)])
+    records = demo_records["sca_demo_val"][:2]
+    assert 0 < results["num_ground_truth"] <= sum(len(r["segments_info"]) for r in records)
+    assert 1 <= results["num_predictions"] <= 2 * 16
+    # Captioned true positives are a subset of the detection ones at every IoU threshold.
+    assert 0 <= results["mAP"] <= results["detection_mAP"] <= 100
+    assert json.loads(output.read_text()) == results
