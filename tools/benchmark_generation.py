@@ -8,7 +8,8 @@ overrides select it). Each timed call is ``SCACaptioner.generate`` on ``--images
 with ``--regions`` box prompts each: the image encoder once per image, SAM and the caption mixer
 per region, then the language model's ``generate`` (greedy, or beam search with ``--beams``).
 A random language model rarely emits EOS, so every caption runs to ``max_new_tokens``: the
-figures compare decoding strategies at a fixed caption length. Greedy is the baseline.
+figures compare decoding strategies at a fixed caption length. Greedy is the baseline; the
+settings alternate within each timed round and the median round is reported.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import sys
 import time
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -56,7 +58,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--regions", type=int, default=8, help="box prompts per image")
     parser.add_argument("--beams", type=int, nargs="+", default=[1, 3], help="1 = greedy (the baseline)")
-    parser.add_argument("--repeats", type=int, default=3, help="timed calls per setting (after one warm-up)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (after one warm-up round)")
     parser.add_argument("--device", default="cpu")
     args, overrides = parser.parse_known_args(argv)
     device = torch.device(args.device)
@@ -72,11 +74,11 @@ def main(argv: list[str]) -> None:
         f"{args.images} images x {args.regions} regions, max_new_tokens {generation.max_new_tokens}, "
         f"region_chunk_size {generation.region_chunk_size}"
     )
-    seconds = {}
+    timings = {beams: [] for beams in args.beams}
+    # Settings alternate within each round, so that load changes on a shared machine hit them alike.
     with torch.no_grad():
-        for beams in args.beams:
-            timings = []
-            for _ in tqdm(range(args.repeats + 1), desc=f"num_beams={beams}", unit="call"):
+        for round_index in tqdm(range(args.repeats + 1), desc="rounds (the first warms up)", unit="round"):
+            for beams in args.beams:
                 synchronize(device)
                 start = time.perf_counter()
                 captioner.generate(
@@ -90,8 +92,9 @@ def main(argv: list[str]) -> None:
                     region_chunk_size=generation.region_chunk_size,
                 )
                 synchronize(device)
-                timings.append(time.perf_counter() - start)
-            seconds[beams] = sorted(timings[1:])[len(timings[1:]) // 2]  # median, warm-up excluded
+                if round_index > 0:
+                    timings[beams].append(time.perf_counter() - start)
+    seconds = {beams: float(np.median(values)) for beams, values in timings.items()}  # median of the timed rounds
     baseline = seconds[args.beams[0]]
     names = ["greedy" if b == 1 else f"beam {b}" for b in args.beams]
     print(f"{'':<22}" + "".join(f"{name:>14}" for name in names))
