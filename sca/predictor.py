@@ -67,7 +67,13 @@ class RegionPrediction:
 
     def to_dict(self) -> dict:
         """JSON-ready: the mask as COCO RLE."""
-        return {"prompt": self.prompt, "caption": self.caption, "iou_score": self.iou_score, "box": self.box, "mask": encode_mask(self.mask)}
+        return {
+            "prompt": self.prompt,
+            "caption": self.caption,
+            "iou_score": self.iou_score,
+            "box": self.box,
+            "mask": encode_mask(self.mask),
+        }
 
 
 def read_rgb_image(image) -> np.ndarray:
@@ -132,7 +138,9 @@ def _clip_prompts(boxes, points, height: int, width: int) -> tuple[np.ndarray, n
     for kind, given, clipped in (("box", boxes, clipped_boxes), ("point", points, clipped_points)):
         for before, after in zip(given, clipped):
             if not np.array_equal(before, after):
-                logger.warning("%s %s lies outside the %dx%d image: clipped to %s", kind, before.tolist(), width, height, after.tolist())
+                logger.warning(
+                    "%s %s lies outside the %dx%d image: clipped to %s", kind, before.tolist(), width, height, after.tolist()
+                )
     empty = (clipped_boxes[:, 2] <= clipped_boxes[:, 0]) | (clipped_boxes[:, 3] <= clipped_boxes[:, 1])
     if empty.any():
         raise ValueError(f"boxes {boxes[empty].tolist()} have no area inside the {width}x{height} image")
@@ -231,7 +239,9 @@ class RegionCaptionPredictor:
         }
         return {key: value.to(self.device) for key, value in regions.items()}
 
-    def _anything_points(self, embeddings, transforms, valid_box, height: int, width: int, settings: AnythingConfig) -> np.ndarray:
+    def _anything_points(
+        self, embeddings, transforms, valid_box, height: int, width: int, settings: AnythingConfig
+    ) -> np.ndarray:
         """Grid points (model frame) whose masks survive the IoU / stability filters and box NMS."""
         side = settings.points_per_side
         xs = (np.arange(side, dtype=np.float32) + 0.5) * width / side
@@ -258,7 +268,9 @@ class RegionCaptionPredictor:
         logger.info("anything mode: %d grid points, %d regions kept", len(grid), len(kept))
         return model_points[kept.cpu().numpy()]
 
-    def _caption(self, pixels, embeddings, regions: dict, task_type: str, valid_box, height: int, width: int) -> list[RegionPrediction]:
+    def _caption(
+        self, pixels, embeddings, regions: dict, task_type: str, valid_box, height: int, width: int
+    ) -> list[RegionPrediction]:
         if len(regions["prompt_types"]) == 0:
             return []
         generation = self.cfg.model.generation

@@ -88,7 +88,8 @@ def test_evaluator_writes_regions_masks_and_per_source_metrics(tmp_path):
     evaluator = CaptionEvaluator("toy", metrics=("exact_match", "cider"), output_dir=str(tmp_path))
     evaluator.reset()
     point = {"type": "point", "points": [[1.5, 2.5]], "labels": [1]}
-    with_masks = _image(7, "a", ["red circle", "blue square"], [["red circle"], ["blue circle"]], np.stack([top, full]), [point, point])
+    captions, references = ["red circle", "blue square"], [["red circle"], ["blue circle"]]
+    with_masks = _image(7, "a", captions, references, np.stack([top, full]), [point, point])
     evaluator.process([{"regions": {"mask_rles": [_rle(full), _rle(full)]}}], [with_masks])
     without = _image(8, "b", ["red circle"], [["red circle"]], full[None])
     evaluator.process([{"regions": {}}], [without])

@@ -94,7 +94,8 @@ def test_ranking_spans_images_and_missed_ground_truth_counts():
 
 
 def test_overlapping_ground_truth_is_merged_with_all_references():
-    boxes, captions = merge_ground_truth(np.array([[0, 0, 10, 10], [0, 0, 10, 9.5], [20, 20, 30, 30]]), ["red circle", "a red ball", "sky"])
+    boxes = np.array([[0, 0, 10, 10], [0, 0, 10, 9.5], [20, 20, 30, 30]])
+    boxes, captions = merge_ground_truth(boxes, ["red circle", "a red ball", "sky"])
     assert len(boxes) == 2
     np.testing.assert_allclose(boxes[0], [0, 0, 10, 9.75])
     assert captions == [["red circle", "a red ball"], ["sky"]]

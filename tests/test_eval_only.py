@@ -14,9 +14,8 @@ from sca.engine.launch import run
 def test_eval_only_scores_a_trained_checkpoint(trained_run, tmp_path):
     output_dir = tmp_path / "eval_only"
     weights = trained_run / "model_final.pth"
-    cfg = load_config(
-        [f"output_dir={output_dir}", "eval_only=true", f"model.weights={weights}", "evaluation.max_images=3", "data.num_workers=0"]
-    )
+    overrides = [f"output_dir={output_dir}", "eval_only=true", f"model.weights={weights}", "evaluation.max_images=3"]
+    cfg = load_config(overrides + ["data.num_workers=0"])
     results = run(cfg)
     split_dir = output_dir / "eval" / "sca_demo_val"
     metrics = json.loads((split_dir / "metrics.json").read_text())

@@ -123,7 +123,8 @@ def test_anything_mode_captions_distinct_regions(predictor, image_path):
 def test_predict_cli_writes_json_and_drawing(trained_run, image_path, tmp_path, capsys, load_tool):
     predict = load_tool("predict")
     out_json, out_png = tmp_path / "regions.json", tmp_path / "regions.png"
-    argv = [str(trained_run), image_path, "--box", "10", "12", "60", "70", "--point", "30", "40", "--json", str(out_json), "--vis", str(out_png)]
+    prompts = ["--box", "10", "12", "60", "70", "--point", "30", "40"]
+    argv = [str(trained_run), image_path, *prompts, "--json", str(out_json), "--vis", str(out_png)]
     assert predict.main(argv + ["--set", "model.generation.num_beams=3"]) == 0
     printed = capsys.readouterr().out.strip().splitlines()
     assert len(printed) == 2 and '"type": "box"' in printed[0]

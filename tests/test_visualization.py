@@ -64,7 +64,8 @@ def test_visualize_renders_ground_truth_and_predictions(trained_run, tmp_path, l
     truth_only = visualize.visualize("sca_demo_val", str(tmp_path / "truth"), max_images=1)
     record = demo_records["sca_demo_val"][0]
     single, pair = np.asarray(Image.open(truth_only[0])), np.asarray(Image.open(both[0]))
-    assert max(single.shape[:2]) == 512 and single.shape[1] / single.shape[0] == pytest.approx(record["width"] / record["height"], rel=0.02)
+    assert max(single.shape[:2]) == 512
+    assert single.shape[1] / single.shape[0] == pytest.approx(record["width"] / record["height"], rel=0.02)
     assert pair.shape == (single.shape[0], 2 * single.shape[1], 3)
     np.testing.assert_array_equal(pair[:, : single.shape[1]], single)
     raw = np.asarray(Image.open(record["file_name"]).convert("RGB").resize(single.shape[1::-1]))
@@ -86,7 +87,9 @@ page = urllib.request.urlopen("http://127.0.0.1:{port}/", timeout=60)
 print(json.dumps({{
     "samples": len(dataset), "persistent": dataset.persistent, "filepath": first.filepath,
     "ground_truth": [(d.label, d.references, d.region_id, d.mask is not None) for d in first.ground_truth.detections],
-    "predictions": [(d.label, d.confidence, d.region_id, d.prompt_type, d.mask is not None) for d in first.predictions.detections],
+    "predictions": [
+        (d.label, d.confidence, d.region_id, d.prompt_type, d.mask is not None) for d in first.predictions.detections
+    ],
     "boxes": [d.bounding_box for d in first.ground_truth.detections],
     "app_status": page.status, "app_page": page.read(200).decode(),
 }}))
@@ -112,7 +115,8 @@ def test_fiftyone_export_and_app(trained_run, tmp_path, demo_records):
         for s in record["segments_info"]
     ]
     x, y, w, h = record["segments_info"][0]["bbox"]
-    assert summary["boxes"][0] == pytest.approx([x / record["width"], y / record["height"], w / record["width"], h / record["height"]])
+    width, height = record["width"], record["height"]
+    assert summary["boxes"][0] == pytest.approx([x / width, y / height, w / width, h / height])
     saved = [p for p in json.loads(predictions.read_text()) if p["image_id"] == record["image_id"]]
     assert summary["predictions"] == [
         [p["caption"], pytest.approx(p["iou_score"]), p["region_id"], p["prompt"]["type"], bool(mask_util.area(p["mask"]))]

@@ -35,7 +35,14 @@ def ground_truth(record: dict, metadata) -> ImageRegions:
     return ImageRegions(np.array([box for box, _ in pairs], dtype=np.float64).reshape(-1, 4), [c for _, c in pairs])
 
 
-def evaluate(predictor: RegionCaptionPredictor, dataset: str, max_images: int = 0, anything: AnythingConfig | None = None, task_type=None) -> dict:
+def evaluate(
+    predictor: RegionCaptionPredictor,
+    dataset: str,
+    max_images: int = 0,
+    anything: AnythingConfig | None = None,
+    task_type: str | None = None,
+) -> dict:
+    """Caption every image in "anything" mode and score the regions against the split's ground truth."""
     records = DatasetCatalog.get(dataset)
     metadata = MetadataCatalog.get(dataset)
     if max_images > 0:

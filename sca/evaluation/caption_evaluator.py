@@ -90,9 +90,10 @@ class CaptionScorer:
             raise ValueError(f"unknown caption metrics {sorted(unknown)}; known: {METRICS}")
         self.candidates, self.references, self.metrics = list(candidates), list(references), tuple(metrics)
         self.skipped: dict[str, str] = {}
-        for name, reason in (("meteor", meteor_unavailable_reason), ("spice", spice_unavailable_reason)):
-            if name in self.metrics and reason() is not None:
-                self.skipped[name.upper()] = reason()
+        for name, unavailable in (("meteor", meteor_unavailable_reason), ("spice", spice_unavailable_reason)):
+            reason = unavailable() if name in self.metrics else None
+            if reason:
+                self.skipped[name.upper()] = reason
         self._gts = self._res = None
         if self.candidates and any(name in self.metrics for name in _TEXT_METRICS):
             self._gts = _tokenize({i: list(refs) for i, refs in enumerate(self.references)})

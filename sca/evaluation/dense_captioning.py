@@ -23,7 +23,7 @@ box, a confidence and a caption:
 Differences from the Lua original, on purpose: IoU uses continuous coordinates (area = w * h, as
 in detectron2 and COCO) instead of the "+1" pixel convention; the Lua loop ``for t=0,1,0.01``
 may stop at 0.99 through floating-point accumulation, here all 101 levels are used; and a
-prediction that overlaps nothing takes no ground-truth box (Lua's index -1 wraps to the last one).
+prediction that overlaps nothing takes no ground-truth box (the Lua code marks ``used[-1]`` then).
 """
 
 from __future__ import annotations
@@ -64,10 +64,13 @@ class ImageRegions:
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return pairwise_iou(Boxes(torch.as_tensor(a, dtype=torch.float64).reshape(-1, 4)), Boxes(torch.as_tensor(b, dtype=torch.float64).reshape(-1, 4))).numpy()
+    boxes_a, boxes_b = (Boxes(torch.as_tensor(x, dtype=torch.float64).reshape(-1, 4)) for x in (a, b))
+    return pairwise_iou(boxes_a, boxes_b).numpy()
 
 
-def merge_ground_truth(boxes: np.ndarray, captions: list[str], threshold: float = GT_MERGE_IOU) -> tuple[np.ndarray, list[list[str]]]:
+def merge_ground_truth(
+    boxes: np.ndarray, captions: list[str], threshold: float = GT_MERGE_IOU
+) -> tuple[np.ndarray, list[list[str]]]:
     """Greedily merge ground-truth boxes overlapping by IoU >= ``threshold`` (step 1 above).
 
     Returns:
