@@ -9,8 +9,8 @@ import torch
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from panopticapi.utils import rgb2id
-from pycocotools import mask as mask_util
 from PIL import Image
+from pycocotools import mask as mask_util
 
 from sca.config import MapperConfig
 from sca.data.caption_tokenizer import CaptionTokenizer
