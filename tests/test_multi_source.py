@@ -3,7 +3,7 @@
 import itertools
 
 import pytest
-import torch
+from conftest import assert_same_batches
 
 from sca.config import ConfigError
 from sca.config_loading import load_config
@@ -27,17 +27,6 @@ def mix_config(*overrides):
 def take(loader, count, start_iter=0):
     loader.start_iter = start_iter
     return list(itertools.islice(iter(loader), count))
-
-
-def assert_same_batches(first, second):
-    assert len(first) == len(second)
-    for a, b in zip(first, second):
-        assert a.keys() == b.keys()
-        for name in a:
-            assert a[name]["image_ids"] == b[name]["image_ids"]
-            assert torch.equal(a[name]["images"], b[name]["images"])
-            for key, value in a[name]["regions"].items():
-                assert (torch.equal(value, b[name]["regions"][key]) if isinstance(value, torch.Tensor) else value == b[name]["regions"][key]), key
 
 
 def test_steps_hold_one_batch_per_scheduled_source_with_task_info(tokenizer):

@@ -10,6 +10,7 @@ import time
 import pytest
 import torch
 from detectron2.engine import hooks
+from conftest import assert_same_batches
 from detectron2.utils.env import seed_all_rng
 
 from sca.config_loading import load_config
@@ -69,17 +70,6 @@ def train(cfg, resume=False, sigterm_after=None):
             for value, iteration in history.values():
                 losses.setdefault(iteration, {})[name] = value
     return batches, losses, stopped
-
-
-def assert_same_batches(first, second):
-    assert len(first) == len(second)
-    for a, b in zip(first, second):
-        assert a.keys() == b.keys()
-        for name in a:
-            assert a[name]["image_ids"] == b[name]["image_ids"]
-            assert torch.equal(a[name]["images"], b[name]["images"])
-            assert torch.equal(a[name]["regions"]["input_ids"], b[name]["regions"]["input_ids"])
-            assert torch.equal(a[name]["regions"]["boxes"], b[name]["regions"]["boxes"])
 
 
 def test_sigterm_then_resume_equals_an_uninterrupted_run(tmp_path, deterministic_cpu):

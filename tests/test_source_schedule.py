@@ -9,7 +9,8 @@ from sca.data.source_schedule import MultiSourceSampler, SourceSchedule
 
 
 def steps(sampler, count):
-    return list(itertools.islice(iter(sampler), count))
+    """The first ``count`` steps, each the flat list of its keys."""
+    return [[key for batch in step for key in batch] for step in itertools.islice(sampler.steps(), count)]
 
 
 @pytest.mark.parametrize("ratios", [[1.0, 0.25], [0.5, 0.5, 0.2], [0.1]])
@@ -50,6 +51,15 @@ def test_ranks_draw_disjoint_records_and_cover_each_epoch_once():
         chunks = [[d[i : i + size] for i in range(0, len(d), size)] for d in drawn]
         stream = [record for participation in zip(*chunks) for chunk in participation for record in chunk]
         assert sorted(stream[:n]) == list(range(n))
+
+
+def test_batches_are_per_source_in_step_order():
+    sampler = MultiSourceSampler([50, 13], [4, 3], [1.0, 0.3], seed=2)
+    grouped = list(itertools.islice(sampler.steps(), 20))
+    assert list(itertools.islice(iter(sampler), sum(map(len, grouped)))) == [batch for step in grouped for batch in step]
+    for step in grouped:
+        assert [{k.source for k in batch} for batch in step] == [{0}] + [{1}] * (len(step) - 1)
+        assert [len(batch) for batch in step] == [4, 3][: len(step)]
 
 
 def test_resuming_at_step_k_continues_the_stream_exactly():

@@ -1,12 +1,13 @@
 """Training and test loaders. Training yields one batch per source each step:
 ``{source_name: batch}``, each batch carrying its ``task_info``.
 
-One loader serves every source: one pool of ``num_workers`` processes (not one pool per source),
-records of all sources serialized into numpy buffers (detectron2's ``DatasetFromList``) that forked
-workers share without copy-on-read growth, and a :class:`~sca.data.source_schedule.MultiSourceSampler`
-that decides each step's sources from a shared seed (lockstep across ranks) and shards records
-across ranks. Each sample's randomness is seeded from its stream position, so the batches do not
-depend on the number of workers and a resumed run continues the stream exactly.
+One loader serves every source: one pool of ``num_workers`` processes (not one pool per source)
+that maps and collates per-source batches, whichever source they belong to; records of all sources
+serialized into numpy buffers (detectron2's ``DatasetFromList``) that forked workers share without
+copy-on-read growth; and a :class:`~sca.data.source_schedule.MultiSourceSampler` that decides each
+step's sources from a shared seed (lockstep across ranks) and shards records across ranks. Each
+sample's randomness is seeded from its stream position, so the batches do not depend on the number
+of workers and a resumed run continues the stream exactly.
 """
 
 from __future__ import annotations
@@ -127,27 +128,19 @@ class MultiSourceDataset(torch.utils.data.Dataset):
         ) from last_error
 
 
-class StepCollator:
-    """Per-step list of :class:`MappedSample` -> (``{source: batch}``, (S, 3) counts of
-    samples / failed / empty), each batch collated by ``collate_regions`` plus its ``task_info``."""
+class SourceBatchCollator:
+    """One source's :class:`MappedSample` list -> (source index, batch, counts of samples / failed /
+    empty); the batch is collated by ``collate_regions`` and carries its ``task_info``."""
 
     def __init__(self, names: list[str], task_infos: dict[str, dict], pad_token_id: int):
         self.names = names
         self.task_infos = task_infos
         self.pad_token_id = pad_token_id
 
-    def __call__(self, items: list[MappedSample]) -> tuple[dict[str, dict], np.ndarray]:
-        counts = np.zeros((len(self.names), 3), dtype=np.int64)
-        batches = {}
-        for source, group in itertools.groupby(items, key=lambda item: item.source):
-            group = list(group)
-            name = self.names[source]
-            counts[source] += [len(group), sum(g.failed for g in group), sum(g.empty for g in group)]
-            batches[name] = {
-                **collate_regions([g.sample for g in group], self.pad_token_id),
-                "task_info": self.task_infos[name],
-            }
-        return batches, counts
+    def __call__(self, items: list[MappedSample]) -> tuple[int, dict, np.ndarray]:
+        source = items[0].source
+        batch = {**collate_regions([i.sample for i in items], self.pad_token_id), "task_info": self.task_infos[self.names[source]]}
+        return source, batch, np.array([len(items), sum(i.failed for i in items), sum(i.empty for i in items)])
 
 
 def _ignore_stop_signals(worker_id: int) -> None:
@@ -168,7 +161,7 @@ class MultiSourceLoader:
     Args:
         dataset: the sources' records and mappers.
         sampler_args: :class:`MultiSourceSampler` arguments except ``start_iter``.
-        collator: turns a step's samples into per-source batches.
+        collator: turns a source's samples into its batch.
         num_workers: loader worker processes for all sources together.
         max_failure_rate: see above.
     """
@@ -177,7 +170,7 @@ class MultiSourceLoader:
         self,
         dataset: MultiSourceDataset,
         sampler_args: dict,
-        collator: StepCollator,
+        collator: SourceBatchCollator,
         *,
         num_workers: int,
         max_failure_rate: float,
@@ -215,8 +208,13 @@ class MultiSourceLoader:
             num_workers=self.num_workers,
             worker_init_fn=_ignore_stop_signals if self.num_workers > 0 else None,
         )
-        for batches, counts in loader:
-            self.counts += counts
+        source_batches = iter(loader)  # in sampler order: each step's sources, step after step
+        for step in itertools.count(self.start_iter):
+            batches = {}
+            for _ in sampler.schedule.sources_at(step):
+                source, batch, counts = next(source_batches)
+                batches[self.names[source]] = batch
+                self.counts[source] += counts
             self._check_failure_rate()
             yield batches
 
@@ -281,7 +279,7 @@ def build_train_loader(cfg: DataConfig, tokenizer: CaptionTokenizer, seed: int) 
     loader = MultiSourceLoader(
         MultiSourceDataset(names, records, mappers),
         sampler_args,
-        StepCollator(names, task_infos, tokenizer.pad_token_id),
+        SourceBatchCollator(names, task_infos, tokenizer.pad_token_id),
         num_workers=cfg.num_workers,
         max_failure_rate=cfg.max_failure_rate,
     )

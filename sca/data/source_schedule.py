@@ -117,8 +117,9 @@ class SourceStream:
 
 
 class MultiSourceSampler(Sampler):
-    """Batch sampler yielding, for each step from ``start_iter`` on, the :class:`SampleKey` list of
-    this rank: ``batch_sizes[s]`` keys of every source ``s`` scheduled at that step.
+    """Batch sampler of this rank's per-source batches, step after step from ``start_iter`` on:
+    for each step, one list of ``batch_sizes[s]`` :class:`SampleKey` per source ``s`` scheduled at
+    that step, in source order (:meth:`steps` gives the same lists grouped by step).
 
     The ``c``-th step in which source ``s`` takes part uses stream positions
     ``[c * W * B, (c + 1) * W * B)`` (``W`` ranks, ``B = batch_sizes[s]``), and rank ``r`` takes the
@@ -156,13 +157,18 @@ class MultiSourceSampler(Sampler):
         self.world_size = world_size
         self.start_iter = start_iter
 
-    def __iter__(self) -> Iterator[list[SampleKey]]:
+    def steps(self) -> Iterator[list[list[SampleKey]]]:
+        """For each step from ``start_iter`` on, the key lists of its sources."""
         counts = self.schedule.counts_before(self.start_iter)
         for step in itertools.count(self.start_iter):
-            keys = []
+            batches = []
             for source in self.schedule.sources_at(step):
                 size = self.batch_sizes[source]
                 first = (counts[source] * self.world_size + self.rank) * size
-                keys.extend(self.streams[source].key(p) for p in range(first, first + size))
+                batches.append([self.streams[source].key(p) for p in range(first, first + size)])
                 counts[source] += 1
-            yield keys
+            yield batches
+
+    def __iter__(self) -> Iterator[list[SampleKey]]:
+        for batches in self.steps():
+            yield from batches

@@ -11,7 +11,7 @@ import json
 import os
 from typing import Any
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from sca.data.datasets.catalog import register_split
 
 __all__ = ["panoptic_metadata", "load_panoptic_json", "register_panoptic_source"]
 
@@ -92,16 +92,16 @@ def register_panoptic_source(
 
     Registering the same name again replaces the previous entry instead of failing.
     """
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-    DatasetCatalog.register(name, loader)
-    MetadataCatalog.get(name).set(
-        image_root=image_root,
-        panoptic_root=panoptic_root,
-        panoptic_json=panoptic_json,
-        evaluator_type=evaluator_type,
-        ignore_label=255,
-        label_divisor=1000,
-        **metadata,
+    register_split(
+        name,
+        loader,
+        dict(
+            image_root=image_root,
+            panoptic_root=panoptic_root,
+            panoptic_json=panoptic_json,
+            evaluator_type=evaluator_type,
+            ignore_label=255,
+            label_divisor=1000,
+            **metadata,
+        ),
     )

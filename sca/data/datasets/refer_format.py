@@ -16,8 +16,9 @@ import pickle
 from collections import defaultdict
 from typing import Any
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
+
+from sca.data.datasets.catalog import register_split
 
 __all__ = ["load_refs", "refer_metadata", "load_refer_instances", "register_refer_source"]
 
@@ -134,15 +135,8 @@ def register_refer_source(
 
     Registering the same name again replaces the previous entry instead of failing.
     """
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-    DatasetCatalog.register(name, loader)
-    MetadataCatalog.get(name).set(
-        image_root=image_root,
-        json_file=instances_json,
-        refs_file=refs_file,
-        split=split,
-        evaluator_type=evaluator_type,
-        **metadata,
+    register_split(
+        name,
+        loader,
+        dict(image_root=image_root, json_file=instances_json, refs_file=refs_file, split=split, evaluator_type=evaluator_type, **metadata),
     )

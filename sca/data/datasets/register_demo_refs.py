@@ -20,7 +20,6 @@ import json
 import os
 import pickle
 import shutil
-import tempfile
 from pathlib import Path
 
 import cv2
@@ -30,6 +29,7 @@ from panopticapi.utils import rgb2id
 from PIL import Image
 from tqdm import tqdm
 
+from sca.data.datasets.generated_folder import generate_once
 from sca.data.datasets.refer_format import load_refer_instances, refer_metadata, register_refer_source
 from sca.data.datasets.register_demo import DEMO_CATEGORIES, demo_root
 
@@ -41,7 +41,6 @@ DEMO_REFS_SPLITS = {
     "sca_demo_refs_val": ("sca_demo_val", "val", 500_000),
 }
 GENERATOR_REVISION = 2  # bump when the sentences or the layout change: it is part of the root's name
-_COMPLETE = "COMPLETE"
 
 
 def demo_refs_root() -> Path:
@@ -143,33 +142,20 @@ def _describe_split(staging: Path, demo_split: str, split: str, offset: int, con
 
 def ensure_demo_refs(root: Path | None = None) -> Path:
     """Derive the referring data from the demo data into ``root`` unless a complete copy is there."""
-    root = Path(root) if root is not None else demo_refs_root()
-    if (root / _COMPLETE).is_file():
-        return root
-    if root.exists():
-        raise FileExistsError(f"{root} exists but holds no complete demo refs dataset (no {_COMPLETE} marker); remove it")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
-    try:
-        (staging / "train2014").mkdir()
-        (staging / "refcoco_demo").mkdir()
+
+    def generate(folder: Path) -> None:
+        (folder / "train2014").mkdir()
+        (folder / "refcoco_demo").mkdir()
         content = {"info": {"description": "SCA demo shapes, RefCOCO layout"}, "images": [], "annotations": [], "categories": DEMO_CATEGORIES}
         refs: list[dict] = []
         for demo_split, split, offset in DEMO_REFS_SPLITS.values():
-            _describe_split(staging, demo_split, split, offset, content, refs)
-        with open(staging / "refcoco_demo" / "instances.json", "w") as f:
+            _describe_split(folder, demo_split, split, offset, content, refs)
+        with open(folder / "refcoco_demo" / "instances.json", "w") as f:
             json.dump(content, f)
-        with open(staging / "refcoco_demo" / "refs(demo).p", "wb") as f:
+        with open(folder / "refcoco_demo" / "refs(demo).p", "wb") as f:
             pickle.dump(refs, f, protocol=2)
-        (staging / _COMPLETE).write_text(f"{GENERATOR_REVISION}\n")
-        try:
-            os.rename(staging, root)
-        except OSError:  # another process finished first; its copy is identical
-            if not (root / _COMPLETE).is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return root
+
+    return generate_once(Path(root) if root is not None else demo_refs_root(), generate, str(GENERATOR_REVISION), "demo refs dataset")
 
 
 def _load_split(name: str) -> list[dict]:
