@@ -7,8 +7,9 @@ from detectron2.data import MetadataCatalog
 from sca.config import MapperConfig
 from sca.data.caption_tokenizer import CaptionTokenizer
 from sca.data.mappers.panoptic import PanopticRegionMapper
+from sca.data.mappers.referring import ReferringRegionMapper
 
-__all__ = ["PanopticRegionMapper", "build_region_mapper"]
+__all__ = ["PanopticRegionMapper", "ReferringRegionMapper", "build_region_mapper"]
 
 
 def build_region_mapper(
@@ -20,8 +21,9 @@ def build_region_mapper(
     source: str,
     task_type: str,
 ):
-    """The mapper for ``dataset_name``'s annotation family (panoptic: has a ``panoptic_root``).
-    Captions are the metadata's ``class_captions`` where given, else its class names."""
+    """The mapper for ``dataset_name``'s annotation family (panoptic: has a ``panoptic_root``;
+    referring: has a ``refs_file``). Captions are the metadata's ``class_captions`` where given,
+    else its class names."""
     metadata = MetadataCatalog.get(dataset_name)
     if hasattr(metadata, "panoptic_root"):
         return PanopticRegionMapper(
@@ -32,4 +34,6 @@ def build_region_mapper(
             source=source,
             task_type=task_type,
         )
+    if hasattr(metadata, "refs_file"):
+        return ReferringRegionMapper(cfg, is_train=is_train, tokenizer=tokenizer, source=source, task_type=task_type)
     raise ValueError(f"no region mapper for dataset '{dataset_name}': its metadata names no known annotation family")
