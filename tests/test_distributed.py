@@ -35,6 +35,7 @@ def record_rank(cfg, result_dir):
     torch.save({"seen": seen, "params": params}, os.path.join(result_dir, f"rank{comm.get_rank()}.pt"))
 
 
+@pytest.mark.slow  # two processes importing torch, detectron2 and transformers: ~20 s on 2 cores
 def test_two_gloo_ranks_train_in_lockstep_on_disjoint_samples(tmp_path):
     output_dir = tmp_path / "run"
     cfg = load_config(

@@ -3,6 +3,7 @@
 import itertools
 
 import pytest
+import torch
 from conftest import assert_same_batches
 
 from sca.config import ConfigError
@@ -101,3 +102,23 @@ def test_sampling_ratio_is_validated():
         mix_config("data.sources.demo_refs.sampling_ratio=0")
     with pytest.raises(ConfigError, match="max_failure_rate"):
         mix_config("data.max_failure_rate=1.5")
+
+
+def test_the_model_weights_and_names_each_source_loss():
+    from sca.modeling.build import build_model
+
+    cfg = load_config(
+        ["data=demo_mix", "data.num_workers=0", "data.sources.demo.batch_size=2", "data.sources.demo_refs.batch_size=2",
+         "data.sources.demo_refs.sampling_ratio=1.0", "data.sources.demo_refs.loss_weight=0.25"]
+    )
+    model = build_model(cfg)  # loss weights from the sources' config
+    step = next(iter(build_train_loader(cfg.data, model.tokenizer, seed=0)))
+    torch.manual_seed(0)
+    weighted = model(step)
+    model.loss_weights = {"demo": 1.0, "demo_refs": 1.0}
+    torch.manual_seed(0)
+    plain = model(step)
+    assert set(weighted) == {"loss_caption/demo", "loss_mask/demo", "loss_caption/demo_refs", "loss_mask/demo_refs"}
+    assert torch.allclose(weighted["loss_caption/demo_refs"], 0.25 * plain["loss_caption/demo_refs"])
+    assert torch.allclose(weighted["loss_mask/demo_refs"], 0.25 * plain["loss_mask/demo_refs"])
+    assert torch.equal(weighted["loss_caption/demo"], plain["loss_caption/demo"])
