@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import torch
-from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from panopticapi.utils import rgb2id
 from PIL import Image
@@ -13,7 +11,9 @@ from PIL import Image
 from sca.config import MapperConfig
 from sca.data.caption_tokenizer import CaptionTokenizer
 from sca.data.mappers.augmentation import build_augmentation
-from sca.data.prompts import sample_points_in_mask, sample_prompt_types
+from sca.data.mappers.image_input import SKIPPED_IMAGES, read_image_or_skip, record_skipped_image
+from sca.data.mappers.region_sample import assemble_region_sample, sample_regions
+from sca.data.prompts import sample_points_in_mask
 from sca.data.skip_counts import SkipRecorder
 
 __all__ = ["PanopticRegionMapper"]
@@ -38,7 +38,7 @@ class PanopticRegionMapper:
     survives; in evaluation, a sample with zero regions.
     """
 
-    SKIP_KINDS = ("skipped_images", "absent_segments")
+    SKIP_KINDS = (SKIPPED_IMAGES, "absent_segments")
 
     def __init__(
         self,
@@ -61,13 +61,14 @@ class PanopticRegionMapper:
 
     def __call__(self, dataset_dict: dict) -> dict | None:
         rng = np.random.default_rng(np.random.randint(2**31))
-        try:
-            image = utils.read_image(dataset_dict["file_name"], format="RGB")
-            ids = _read_segment_ids(dataset_dict["pan_seg_file_name"])
-        except OSError as error:  # missing, truncated or not an image
-            self.skips.record("skipped_images", dataset_dict["file_name"], f"{self.source}: skipped an image ({error})")
+        image = read_image_or_skip(dataset_dict, self.skips, self.source)
+        if image is None:
             return None
-        utils.check_image_size(dataset_dict, image)
+        try:
+            ids = _read_segment_ids(dataset_dict["pan_seg_file_name"])
+        except OSError as error:
+            record_skipped_image(self.skips, self.source, dataset_dict["file_name"], error)
+            return None
         if ids.shape != (dataset_dict["height"], dataset_dict["width"]):
             raise ValueError(
                 f"{dataset_dict['pan_seg_file_name']}: panoptic PNG is {ids.shape[1]}x{ids.shape[0]} but its JSON "
@@ -85,30 +86,15 @@ class PanopticRegionMapper:
         if not regions["labels"].size and self.is_train:
             return None
         chosen_segments = [segments[k - 1] for k in regions["labels"]]
-        captions = [[self.class_names[s["category_id"]]] for s in chosen_segments]
-        chosen = [refs[rng.integers(len(refs))] if self.is_train else refs[0] for refs in captions]
-        num_regions = len(captions)
-        sample = {
-            "image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))),
-            "image_id": dataset_dict["image_id"],
-            "file_name": dataset_dict["file_name"],
-            "height": height,
-            "width": width,
-            "valid_box": torch.as_tensor(valid_box, dtype=torch.float32),
-            "source": self.source,
-            "task_type": self.task_type,
-            "regions": {
-                "region_ids": torch.tensor([s["id"] for s in chosen_segments], dtype=torch.int64),
-                "category_ids": torch.tensor([s["category_id"] for s in chosen_segments], dtype=torch.int64),
-                "boxes": torch.from_numpy(regions["boxes"]),
-                "prompt_types": torch.as_tensor(sample_prompt_types(rng, self.cfg.prompt.weights, num_regions)),
-                "points": torch.from_numpy(regions["points"]),
-                "point_labels": torch.ones((num_regions, self.cfg.prompt.num_points), dtype=torch.int64),
-                "masks": torch.from_numpy(regions["masks"]),
-                "captions": captions,
-                "input_ids": self.tokenizer.encode(chosen) if chosen else [],
-            },
-        }
+        region_list = [
+            {"id": s["id"], "category_id": s["category_id"], "box": box, "points": points, "mask": mask,
+             "captions": [self.class_names[s["category_id"]]]}
+            for s, box, points, mask in zip(chosen_segments, regions["boxes"], regions["points"], regions["masks"])
+        ]
+        sample = assemble_region_sample(
+            dataset_dict, image, valid_box, region_list, cfg=self.cfg, tokenizer=self.tokenizer,
+            source=self.source, task_type=self.task_type, is_train=self.is_train, rng=rng,
+        )
         return self.skips.attach(sample)
 
     def _label_map(self, dataset_dict: dict, ids: np.ndarray, rng: np.random.Generator):
@@ -150,8 +136,7 @@ class PanopticRegionMapper:
         """
         areas = _label_areas(labels, len(windows))
         candidates = np.flatnonzero(areas >= self.cfg.min_region_area) + 1
-        if self.is_train:
-            candidates = rng.permutation(candidates)[: self.cfg.max_regions]
+        candidates = sample_regions(rng, candidates, self.cfg.max_regions, self.is_train)
         num_points, mask_size = self.cfg.prompt.num_points, self.cfg.mask_size
         boxes = np.zeros((len(candidates), 4), np.float32)
         points = np.zeros((len(candidates), num_points, 2), np.float32)
