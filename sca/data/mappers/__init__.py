@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from detectron2.data import MetadataCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from sca.config import MapperConfig
 from sca.data.caption_tokenizer import CaptionTokenizer
+from sca.data.mappers.boxes import BoxRegionMapper
 from sca.data.mappers.panoptic import PanopticRegionMapper
 
-__all__ = ["PanopticRegionMapper", "build_region_mapper"]
+__all__ = ["BoxRegionMapper", "PanopticRegionMapper", "build_region_mapper"]
 
 
 def build_region_mapper(
@@ -20,8 +21,10 @@ def build_region_mapper(
     source: str,
     task_type: str,
 ):
-    """The mapper for ``dataset_name``'s annotation family (panoptic: has a ``panoptic_root``).
-    Captions are the metadata's ``class_captions`` where given, else its class names."""
+    """The mapper for ``dataset_name``'s annotation family (panoptic: has a ``panoptic_root``;
+    boxes: a ``json_file`` of COCO detection format). Captions are the metadata's
+    ``class_captions`` where given, else its class names; a box source whose classes come from its
+    annotation file (V3Det) is loaded first to learn them."""
     metadata = MetadataCatalog.get(dataset_name)
     if hasattr(metadata, "panoptic_root"):
         return PanopticRegionMapper(
@@ -29,6 +32,17 @@ def build_region_mapper(
             is_train=is_train,
             tokenizer=tokenizer,
             class_names=metadata.get("class_captions", metadata.stuff_classes),
+            source=source,
+            task_type=task_type,
+        )
+    if hasattr(metadata, "json_file"):
+        if not hasattr(metadata, "class_captions"):
+            DatasetCatalog.get(dataset_name)  # sets the classes read from the file
+        return BoxRegionMapper(
+            cfg,
+            is_train=is_train,
+            tokenizer=tokenizer,
+            class_names=metadata.class_captions,
             source=source,
             task_type=task_type,
         )

@@ -50,7 +50,9 @@ def assemble_region_sample(
     chosen = [refs[rng.integers(len(refs))] if is_train else refs[0] for refs in captions]
     num_points = cfg.prompt.num_points
     mask_size = cfg.mask_size if with_masks else 0
-    masks = np.array([r["mask"] for r in regions], dtype=bool) if with_masks and regions else np.zeros((len(regions), 0, 0), bool)
+    masks = np.zeros((len(regions), mask_size, mask_size), bool)
+    if with_masks and regions:
+        masks = np.array([r["mask"] for r in regions], dtype=bool)
     return {
         "image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))),
         "image_id": dataset_dict["image_id"],
@@ -67,7 +69,7 @@ def assemble_region_sample(
             "prompt_types": torch.as_tensor(sample_prompt_types(rng, cfg.prompt.weights, len(regions))),
             "points": torch.tensor(np.array([r["points"] for r in regions], dtype=np.float32)).reshape(-1, num_points, 2),
             "point_labels": torch.ones((len(regions), num_points), dtype=torch.int64),
-            "masks": torch.from_numpy(masks).reshape(-1, mask_size, mask_size),
+            "masks": torch.from_numpy(masks),
             "captions": captions,
             "input_ids": tokenizer.encode(chosen) if chosen else [],
         },
