@@ -141,7 +141,8 @@ class SolverConfig:
 class EvalConfig:
     period: int = 0  # 0: evaluate only at the end of training
     max_images: int = 0  # 0: the whole split
-    metrics: List[str] = field(default_factory=lambda: ["exact_match", "bleu", "rouge", "cider"])
+    # SPICE needs the optional extra (pip install 'sca[spice]'); without it, it is reported as skipped
+    metrics: List[str] = field(default_factory=lambda: ["exact_match", "bleu", "meteor", "rouge", "cider", "spice"])
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""Compose the Hydra config outside ``train_net.py`` (tools, tests): same files, same validation."""
+"""Compose the Hydra config outside ``train_net.py`` (tools, tests): same files, same validation;
+or read back the resolved ``config.yaml`` a run saved in its output directory."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from omegaconf import OmegaConf
 
 from sca.config import SCAConfig, register_configs, validate
 
-__all__ = ["CONFIG_DIR", "load_config"]
+__all__ = ["CONFIG_DIR", "load_config", "load_saved_config"]
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -19,6 +20,15 @@ def load_config(overrides: list[str] | None = None) -> SCAConfig:
     register_configs()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
         cfg = compose(config_name="config", overrides=list(overrides or []))
+    config = OmegaConf.to_object(cfg)
+    validate(config)
+    return config
+
+
+def load_saved_config(path: str | Path, overrides: list[str] | None = None) -> SCAConfig:
+    """A run's saved ``config.yaml`` (typed by the schema) with dotlist ``overrides``, validated."""
+    saved = OmegaConf.load(path)
+    cfg = OmegaConf.merge(OmegaConf.structured(SCAConfig), saved, OmegaConf.from_dotlist(list(overrides or [])))
     config = OmegaConf.to_object(cfg)
     validate(config)
     return config

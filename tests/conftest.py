@@ -30,3 +30,41 @@ def tokenizer():
     from sca.data.caption_tokenizer import CaptionTokenizer
 
     return CaptionTokenizer.from_config("", max_tokens=8)
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A training output directory (config.yaml, checkpoint, evaluation files) from a few iterations
+    of ``train_net.py`` with the tiny demo model."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    output_dir = tmp_path_factory.mktemp("trained_run")
+    overrides = [
+        f"output_dir={output_dir}",
+        "solver.max_iter=4",
+        "data.num_workers=0",
+        "evaluation.max_images=2",
+        "evaluation.metrics=[exact_match]",
+    ]
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run([sys.executable, "train_net.py", *overrides], cwd=root, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return output_dir
+
+
+@pytest.fixture(scope="session")
+def load_tool():
+    """Import a script of ``tools/`` by path (detectron2's wheel installs an unrelated ``tools`` package)."""
+    import importlib.util
+    from pathlib import Path
+
+    def load(name: str):
+        path = Path(__file__).resolve().parent.parent / "tools" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"sca_tool_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load

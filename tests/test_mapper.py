@@ -118,3 +118,15 @@ def test_collate_concatenates_regions_and_pads_tokens(demo_records, tokenizer):
     assert batch["regions"]["image_index"].tolist() == [i for i, n in enumerate(counts) for _ in range(n)]
     lengths = batch["regions"]["attention_mask"].sum(1).tolist()
     assert lengths == [len(ids) for s in samples for ids in s["regions"]["input_ids"]]
+
+
+def test_eval_sample_carries_full_resolution_ground_truth_masks(demo_records, tokenizer):
+    from pycocotools import mask as mask_util
+
+    record = demo_records["sca_demo_val"][0]
+    regions = make_mapper(tokenizer, is_train=False)(record)["regions"]
+    ids = rgb2id(np.asarray(Image.open(record["pan_seg_file_name"]).convert("RGB")))
+    assert len(regions["mask_rles"]) == len(regions["region_ids"]) > 0
+    for region_id, rle in zip(regions["region_ids"].tolist(), regions["mask_rles"]):
+        np.testing.assert_array_equal(mask_util.decode(rle).astype(bool), ids == region_id)
+    assert "mask_rles" not in make_mapper(tokenizer, is_train=True)(record)["regions"]

@@ -6,7 +6,6 @@ import logging
 import os
 
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import launch
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
@@ -40,13 +39,14 @@ def run(cfg: SCAConfig):
     # Imported here so that worker processes spawned by ``launch`` import detectron2 after sca.
     from sca.data import datasets  # noqa: F401  (registers the sources)
     from sca.engine.trainer import Trainer, evaluate, resolve_device
-    from sca.modeling.build import build_model, is_pretrained_dir
+    from sca.modeling.build import build_model, load_checkpoint
 
     setup(cfg)
     if cfg.eval_only:
         model = build_model(cfg).to(resolve_device(cfg.device))
-        if cfg.model.weights and not is_pretrained_dir(cfg.model.weights):
-            DetectionCheckpointer(model, cfg.output_dir).load(cfg.model.weights)
+        if not cfg.model.weights:
+            logger.warning("eval_only without model.weights: evaluating randomly initialised weights")
+        load_checkpoint(model, cfg.model.weights)
         model.eval()
         return evaluate(cfg, model)
     trainer = Trainer(cfg)

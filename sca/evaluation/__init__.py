@@ -1,1 +1,1 @@
-"""Evaluation: caption metrics as detectron2 DatasetEvaluators."""
+"""Evaluation: caption and mask metrics as a detectron2 DatasetEvaluator, dense-captioning mAP, Java scorers."""

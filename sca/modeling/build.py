@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
+from detectron2.checkpoint import DetectionCheckpointer
 from transformers import AutoConfig, AutoModelForCausalLM, SamConfig, SamModel
 
 from sca.config import ModelConfig
@@ -12,7 +14,7 @@ from sca.data.caption_tokenizer import CaptionTokenizer
 from sca.modeling.captioner import HEAD_CONFIG_FILE, CaptionHeadConfig, SCACaptioner
 from sca.modeling.meta_arch import RegionCaptioner
 
-__all__ = ["build_captioner", "build_tokenizer", "build_model", "is_pretrained_dir"]
+__all__ = ["build_captioner", "build_tokenizer", "build_model", "is_pretrained_dir", "load_checkpoint"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,3 +74,13 @@ def build_model(cfg, loss_weights: dict[str, float] | None = None) -> RegionCapt
         mask_loss_weight=cfg.model.mask_loss_weight,
         generation=cfg.model.generation,
     )
+
+
+def load_checkpoint(model: RegionCaptioner, weights: str) -> None:
+    """Load a detectron2 checkpoint (``.pth``) into ``model``. Nothing to do for an empty path or a
+    ``save_pretrained`` directory (``build_model`` already read it)."""
+    if not weights or is_pretrained_dir(weights):
+        return
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(f"model.weights: no checkpoint file or save_pretrained directory at '{weights}'")
+    DetectionCheckpointer(model).load(weights)

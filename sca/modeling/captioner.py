@@ -212,9 +212,12 @@ class SCACaptioner(nn.Module):
         max_new_tokens: int = 20,
         num_beams: int = 1,
         region_chunk_size: int = 8,
+        image_embeddings: torch.Tensor | None = None,
     ) -> RegionCaptions:
-        """Caption every region: images are encoded once, regions decoded ``region_chunk_size`` at a time."""
-        image_embeddings = self.region_decoder.encode_images(pixel_values)
+        """Caption every region: images are encoded once (or ``image_embeddings`` reused), regions
+        decoded ``region_chunk_size`` at a time; ``num_beams`` > 1 is beam search."""
+        if image_embeddings is None:
+            image_embeddings = self.region_decoder.encode_images(pixel_values)
         token_ids, masks, scores = [], [], []
         total = len(regions["prompt_types"])
         for start in range(0, total, region_chunk_size):

@@ -9,6 +9,7 @@ from sca.config import GenerationConfig
 from sca.data.caption_tokenizer import CaptionTokenizer
 from sca.data.region_batch import collate_regions
 from sca.modeling.captioner import SCACaptioner
+from sca.modeling.postprocessing import masks_to_image_frame, prompts_to_image_frame
 
 __all__ = ["RegionCaptioner"]
 
@@ -18,8 +19,9 @@ class RegionCaptioner(nn.Module):
 
     * training: ``model({source: batch})`` -> ``{"loss_caption/<source>": weighted loss, ...}``
       (plus ``loss_mask/<source>`` when the mask loss is on), which ``SimpleTrainer`` sums and logs.
-    * inference: ``model([region sample, ...])`` -> one dict per image with ``image_id`` and
-      ``regions`` (ids, generated captions, references, IoU scores, low-res mask logits).
+    * inference: ``model([region sample, ...])`` -> one dict per image with ``image_id``, ``source``,
+      ``task_type`` and ``regions`` (ids, prompts and binary masks in the original image frame,
+      generated captions, references, SAM's IoU scores).
 
     Args:
         captioner: the network.
@@ -105,16 +107,23 @@ class RegionCaptioner(nn.Module):
         outputs = []
         for i, sample in enumerate(samples):
             members = [r for r, owner in enumerate(image_index) if owner == i]
+            frame = (batch["valid_boxes"][i], sample["height"], sample["width"])
+            prompts = sample["regions"]
             outputs.append(
                 {
                     "image_id": sample["image_id"],
+                    "source": sample["source"],
+                    "task_type": sample["task_type"],
                     "regions": {
-                        "region_ids": sample["regions"]["region_ids"].tolist(),
-                        "category_ids": sample["regions"]["category_ids"].tolist(),
+                        "region_ids": prompts["region_ids"].tolist(),
+                        "category_ids": prompts["category_ids"].tolist(),
+                        "prompts": prompts_to_image_frame(
+                            prompts["prompt_types"], prompts["boxes"], prompts["points"], prompts["point_labels"], *frame
+                        ),
                         "captions": [captions[r] for r in members],
                         "references": [batch["regions"]["captions"][r] for r in members],
                         "iou_scores": result.iou_scores[members].float().cpu(),
-                        "pred_masks": result.pred_masks[members].float().cpu(),
+                        "pred_masks": masks_to_image_frame(result.pred_masks[members], *frame, self.captioner.image_size),
                     },
                 }
             )

@@ -7,6 +7,7 @@ import numpy as np
 from detectron2.data import transforms as T
 from panopticapi.utils import rgb2id
 from PIL import Image
+from pycocotools import mask as mask_util
 
 from sca.config import MapperConfig
 from sca.data.caption_tokenizer import CaptionTokenizer
@@ -35,7 +36,8 @@ class PanopticRegionMapper:
     a PNG whose size differs from the JSON entry raises ``ValueError`` naming the file.
 
     In training, returns ``None`` (detectron2's loaders then draw another image) when no region
-    survives; in evaluation, a sample with zero regions.
+    survives; in evaluation, a sample with zero regions, and each region also carries its
+    full-resolution ground-truth mask in the original image frame (``mask_rles``, COCO RLE).
     """
 
     SKIP_KINDS = (SKIPPED_IMAGES, "absent_segments")
@@ -95,6 +97,10 @@ class PanopticRegionMapper:
             dataset_dict, image, valid_box, region_list, cfg=self.cfg, tokenizer=self.tokenizer,
             source=self.source, task_type=self.task_type, is_train=self.is_train, rng=rng,
         )
+        if not self.is_train:  # evaluation: full-resolution ground truth for mask IoU
+            sample["regions"]["mask_rles"] = [
+                mask_util.encode(np.asfortranarray(ids == s["id"], dtype=np.uint8)) for s in chosen_segments
+            ]
         return self.skips.attach(sample)
 
     def _label_map(self, dataset_dict: dict, ids: np.ndarray, rng: np.random.Generator):

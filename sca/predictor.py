@@ -1,0 +1,298 @@
+"""Region captioning for users: an image and box / point prompts in; masks, IoU scores and captions out.
+
+    from sca.predictor import RegionCaptionPredictor
+    predictor = RegionCaptionPredictor.from_output_dir("output/demo-tiny")
+    for region in predictor("image.jpg", boxes=[[10, 20, 80, 90]], points=[[40, 50]]):
+        print(region.caption, region.iou_score, region.mask.shape)
+    everything = predictor("image.jpg")  # no prompts: "anything" mode
+
+Without prompts, the "anything" mode prompts SAM with a regular grid of points, keeps the confident
+and stable masks, removes duplicates with non-maximum suppression on their boxes and captions the
+rest. Prompts are given in image pixels (boxes XYXY, points XY); parts outside the image are
+clipped with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from detectron2.data import detection_utils as utils
+from detectron2.data import transforms as T
+from PIL import Image
+from torchvision.ops import masks_to_boxes, nms
+
+from sca.config import SCAConfig
+from sca.config_loading import load_saved_config
+from sca.data.mappers.augmentation import build_augmentation
+from sca.data.prompts import PROMPT_TYPE_IDS
+from sca.evaluation.caption_evaluator import encode_mask
+from sca.modeling.build import build_model, load_checkpoint
+from sca.modeling.postprocessing import mask_box, masks_to_image_frame, prompts_to_image_frame
+
+__all__ = ["AnythingConfig", "RegionPrediction", "RegionCaptionPredictor", "read_rgb_image", "select_masks"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AnythingConfig:
+    """The "anything" mode (no prompts): which grid masks are kept and captioned."""
+
+    points_per_side: int = 16  # the grid has points_per_side^2 point prompts
+    pred_iou_thresh: float = 0.5  # SAM's predicted IoU must reach it
+    stability_score_thresh: float = 0.8  # IoU of the mask thresholded at +/- stability_offset
+    stability_offset: float = 1.0  # in mask-logit units
+    nms_iou: float = 0.7  # box IoU above which the lower-scored mask is a duplicate
+    max_regions: int = 64  # at most this many regions, best IoU scores first
+
+
+@dataclass
+class RegionPrediction:
+    """One captioned region. ``prompt`` is in image pixels (after clipping)."""
+
+    prompt: dict
+    caption: str
+    iou_score: float
+    mask: np.ndarray  # (H, W) bool, the original image frame
+
+    @property
+    def box(self) -> list[float]:
+        """XYXY box of the mask (zeros for an empty mask)."""
+        return mask_box(self.mask)
+
+    def to_dict(self) -> dict:
+        """JSON-ready: the mask as COCO RLE."""
+        return {
+            "prompt": self.prompt,
+            "caption": self.caption,
+            "iou_score": self.iou_score,
+            "box": self.box,
+            "mask": encode_mask(self.mask),
+        }
+
+
+def read_rgb_image(image) -> np.ndarray:
+    """A path, PIL image or (H, W, 3) uint8 RGB array -> (H, W, 3) uint8 RGB array.
+
+    Raises:
+        ValueError: the file is missing or not a readable image, or the array has the wrong shape.
+    """
+    if isinstance(image, (str, Path)):
+        try:
+            return utils.read_image(str(image), format="RGB")
+        except (OSError, ValueError, SyntaxError) as error:  # PIL raises these for missing / corrupt files
+            raise ValueError(f"cannot read image '{image}': {type(error).__name__}: {error}") from error
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[2] != 3 or array.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 RGB array, got shape {array.shape} and dtype {array.dtype}")
+    return array
+
+
+def select_masks(logits: torch.Tensor, scores: torch.Tensor, settings: AnythingConfig) -> torch.Tensor:
+    """The "anything" mode's filter: which of the grid's masks to caption.
+
+    Keeps masks that are non-empty, confident (``scores >= pred_iou_thresh``) and stable (the IoU
+    of the mask thresholded at ``+offset`` and at ``-offset`` reaches ``stability_score_thresh``),
+    then removes duplicates by non-maximum suppression on the masks' boxes (torchvision).
+
+    Args:
+        logits: (N, m, m) mask logits, one mask per grid point.
+        scores: (N,) SAM's predicted IoU of each mask.
+
+    Returns:
+        indices of the kept masks, by decreasing score, at most ``settings.max_regions``.
+    """
+    binary = logits > 0
+    inner = (logits > settings.stability_offset).sum((1, 2))
+    outer = (logits > -settings.stability_offset).sum((1, 2))
+    stable = inner / outer.clamp(min=1)
+    keep = (scores >= settings.pred_iou_thresh) & (stable >= settings.stability_score_thresh) & binary.flatten(1).any(1)
+    index = torch.nonzero(keep).squeeze(1)
+    if len(index) == 0:
+        logger.warning(
+            "anything mode: no mask passed the filters (IoU >= %s, stability >= %s)",
+            settings.pred_iou_thresh,
+            settings.stability_score_thresh,
+        )
+        return index
+    kept = nms(masks_to_boxes(binary[index]).float(), scores[index].float(), settings.nms_iou)
+    return index[kept[: settings.max_regions]]
+
+
+def _clip_prompts(boxes, points, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Validate prompts and clip them to the image, warning about each clipped one."""
+    boxes = np.asarray([] if boxes is None else boxes, dtype=np.float32).reshape(-1, 4)
+    points = np.asarray([] if points is None else points, dtype=np.float32).reshape(-1, 2)
+    if (boxes[:, 2:] < boxes[:, :2]).any():
+        raise ValueError(f"boxes must be XYXY with x0 <= x1 and y0 <= y1, got {boxes.tolist()}")
+    limits = np.array([width, height, width, height], dtype=np.float32)
+    clipped_boxes = np.clip(boxes, 0, limits)
+    clipped_points = np.clip(points, 0, limits[:2])
+    for kind, given, clipped in (("box", boxes, clipped_boxes), ("point", points, clipped_points)):
+        for before, after in zip(given, clipped):
+            if not np.array_equal(before, after):
+                logger.warning(
+                    "%s %s lies outside the %dx%d image: clipped to %s", kind, before.tolist(), width, height, after.tolist()
+                )
+    empty = (clipped_boxes[:, 2] <= clipped_boxes[:, 0]) | (clipped_boxes[:, 3] <= clipped_boxes[:, 1])
+    if empty.any():
+        raise ValueError(f"boxes {boxes[empty].tolist()} have no area inside the {width}x{height} image")
+    return clipped_boxes, clipped_points
+
+
+class RegionCaptionPredictor:
+    """Loads a trained captioner and captions the regions of single images.
+
+    Args:
+        cfg: the run's configuration (model, test mapper, generation settings, task type).
+        weights: a detectron2 checkpoint or ``save_pretrained`` directory; empty keeps the weights
+            ``cfg`` builds (random unless ``cfg.model.weights`` names some).
+        device: "cpu", "cuda", ...; default: CUDA when available.
+    """
+
+    def __init__(self, cfg: SCAConfig, weights: str = "", device: str | None = None):
+        self.cfg = cfg
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if weights and Path(weights).is_dir():
+            cfg.model.weights = str(weights)  # a save_pretrained directory is read by build_model
+        self.model = build_model(cfg).to(self.device)
+        load_checkpoint(self.model, str(weights or cfg.model.weights))
+        self.model.eval()
+        self.augmentations = T.AugmentationList(build_augmentation(cfg.data.test_mapper, is_train=False))
+
+    @classmethod
+    def from_output_dir(
+        cls, output_dir: str, weights: str = "", overrides: list[str] | None = None, device: str | None = None
+    ) -> "RegionCaptionPredictor":
+        """From a training run's directory: its ``config.yaml`` and, unless ``weights`` is given,
+        its last checkpoint. ``overrides`` are dotlist changes (e.g. ``["model.generation.num_beams=3"]``)."""
+        config_path = os.path.join(output_dir, "config.yaml")
+        if not os.path.isfile(config_path):
+            raise FileNotFoundError(f"{output_dir} holds no config.yaml (is it a training output directory?)")
+        cfg = load_saved_config(config_path, overrides)
+        if not weights:
+            last = os.path.join(output_dir, "last_checkpoint")
+            name = Path(last).read_text().strip() if os.path.isfile(last) else "model_final.pth"
+            weights = os.path.join(output_dir, name)
+            if not os.path.isfile(weights):
+                raise FileNotFoundError(f"{output_dir} holds no checkpoint ({name}); pass weights=...")
+        return cls(cfg, weights, device)
+
+    @property
+    def captioner(self):
+        return self.model.captioner
+
+    @torch.no_grad()
+    def __call__(self, image, boxes=None, points=None, task_type: str | None = None, anything: AnythingConfig | None = None):
+        """Caption the prompted regions, or everything when no prompt is given.
+
+        Args:
+            image: a path, PIL image or (H, W, 3) uint8 RGB array.
+            boxes: (N, 4) XYXY boxes in image pixels; one region each.
+            points: (P, 2) XY points in image pixels; one region each (a positive point).
+            task_type: one of the model's task types; default: the config's test task type.
+            anything: settings of the "anything" mode.
+
+        Returns:
+            list of :class:`RegionPrediction`: boxes first, then points, in the given order; in
+            "anything" mode, by decreasing IoU score.
+        """
+        image = read_rgb_image(image)
+        height, width = image.shape[:2]
+        task_type = task_type or self.cfg.data.test_task_type
+        if task_type not in self.captioner.head_config.task_types:
+            raise ValueError(f"task_type '{task_type}' is not one of {self.captioner.head_config.task_types}")
+        boxes, points = _clip_prompts(boxes, points, height, width)
+        aug_input = T.AugInput(image)
+        transforms = self.augmentations(aug_input)
+        pixels = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))[None].to(self.device)
+        valid_box = torch.as_tensor(transforms.apply_box(np.array([[0, 0, width, height]], dtype=np.float32))[0])
+        pixels = self.captioner.normalize(pixels, valid_box[None].to(self.device))
+        embeddings = self.captioner.region_decoder.encode_images(pixels)
+        if len(boxes) == 0 and len(points) == 0:
+            model_points = self._anything_points(embeddings, transforms, valid_box, height, width, anything or AnythingConfig())
+            regions = self._regions(np.zeros((0, 4), np.float32), model_points)
+        else:
+            regions = self._regions(transforms.apply_box(boxes), transforms.apply_coords(points.copy()))
+        return self._caption(pixels, embeddings, regions, task_type, valid_box, height, width)
+
+    def _regions(self, boxes: np.ndarray, points: np.ndarray) -> dict:
+        """Region prompt tensors (model frame) in the layout of ``collate_regions``."""
+        num_boxes, num_points = len(boxes), len(points)
+        count, mask_size = num_boxes + num_points, self.captioner.region_decoder.mask_input_size
+        all_boxes = np.concatenate([boxes, np.zeros((num_points, 4), np.float32)]).astype(np.float32)
+        all_points = np.concatenate([(boxes[:, :2] + boxes[:, 2:]) / 2, points]).astype(np.float32)
+        regions = {
+            "image_index": torch.zeros(count, dtype=torch.int64),
+            "prompt_types": torch.tensor([PROMPT_TYPE_IDS["box"]] * num_boxes + [PROMPT_TYPE_IDS["point"]] * num_points),
+            "boxes": torch.as_tensor(all_boxes).reshape(-1, 4),
+            "points": torch.as_tensor(all_points).reshape(-1, 1, 2),
+            "point_labels": torch.ones((count, 1), dtype=torch.int64),
+            "masks": torch.zeros((count, mask_size, mask_size), dtype=torch.bool),
+        }
+        return {key: value.to(self.device) for key, value in regions.items()}
+
+    def _anything_points(
+        self, embeddings, transforms, valid_box, height: int, width: int, settings: AnythingConfig
+    ) -> np.ndarray:
+        """Grid points (model frame) whose masks survive the IoU / stability filters and box NMS."""
+        side = settings.points_per_side
+        xs = (np.arange(side, dtype=np.float32) + 0.5) * width / side
+        ys = (np.arange(side, dtype=np.float32) + 0.5) * height / side
+        grid = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)
+        model_points = transforms.apply_coords(grid.copy())
+        regions = self._regions(np.zeros((0, 4), np.float32), model_points)
+        chunk = max(self.cfg.model.generation.region_chunk_size, 1)
+        logits, scores = [], []
+        for start in range(0, len(model_points), chunk):
+            part = {key: value[start : start + chunk] for key, value in regions.items()}
+            masks, ious, _ = self.captioner.encode_regions(embeddings, part)
+            best = ious.argmax(dim=1)
+            index = torch.arange(len(best), device=best.device)
+            logits.append(masks[index, best].float())
+            scores.append(ious[index, best].float())
+        logits, scores = torch.cat(logits), torch.cat(scores)
+        # Only the image content counts: the padding is outside the image.
+        size = logits.shape[-1]
+        scale = size / self.captioner.image_size
+        content = torch.zeros((size, size), dtype=torch.bool, device=logits.device)
+        content[: int(np.ceil(float(valid_box[3]) * scale)), : int(np.ceil(float(valid_box[2]) * scale))] = True
+        kept = select_masks(logits.masked_fill(~content, float("-inf")), scores, settings)
+        logger.info("anything mode: %d grid points, %d regions kept", len(grid), len(kept))
+        return model_points[kept.cpu().numpy()]
+
+    def _caption(
+        self, pixels, embeddings, regions: dict, task_type: str, valid_box, height: int, width: int
+    ) -> list[RegionPrediction]:
+        if len(regions["prompt_types"]) == 0:
+            return []
+        generation = self.cfg.model.generation
+        tokenizer = self.model.tokenizer
+        task_ids = torch.full((len(regions["prompt_types"]),), self.captioner.task_type_id(task_type), device=self.device)
+        result = self.captioner.generate(
+            pixels,
+            regions,
+            task_ids,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            max_new_tokens=generation.max_new_tokens,
+            num_beams=generation.num_beams,
+            region_chunk_size=generation.region_chunk_size,
+            image_embeddings=embeddings,
+        )
+        captions = tokenizer.decode(result.token_ids)
+        masks = masks_to_image_frame(result.pred_masks, valid_box, height, width, self.captioner.image_size)
+        prompts = prompts_to_image_frame(
+            regions["prompt_types"], regions["boxes"], regions["points"], regions["point_labels"], valid_box, height, width
+        )
+        return [
+            RegionPrediction(prompt=prompt, caption=caption, iou_score=float(score), mask=mask.numpy())
+            for prompt, caption, score, mask in zip(prompts, captions, result.iou_scores.tolist(), masks)
+        ]
