@@ -53,23 +53,24 @@ def box_metadata(categories: list[dict[str, Any]], class_captions: list[str] | N
     }
 
 
-def clip_boxes(boxes: np.ndarray, widths: np.ndarray, heights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Clip XYWH boxes to their images.
+def clip_boxes(boxes: np.ndarray, widths: np.ndarray, heights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Clip XYWH boxes to their images, in place.
 
     Args:
-        boxes: (M, 4) XYWH; widths, heights: (M,) the size of each box's image.
+        boxes: (M, 4) float32 XYWH, changed in place; widths, heights: (M,) the size of each box's image.
     Returns:
-        the clipped boxes (M, 4) float32, ``kept`` (M,) bool (some area is left) and ``clipped``
-        (M,) bool (kept, but changed by clipping).
+        ``kept`` (M,) bool (some area is left) and ``clipped`` (M,) bool (kept, but changed by clipping).
     """
-    boxes = np.asarray(boxes, dtype=np.float64)
-    x0, y0 = np.maximum(boxes[:, 0], 0), np.maximum(boxes[:, 1], 0)
-    x1, y1 = np.minimum(boxes[:, 0] + boxes[:, 2], widths), np.minimum(boxes[:, 1] + boxes[:, 3], heights)
+    x1, y1 = boxes[:, 0] + boxes[:, 2], boxes[:, 1] + boxes[:, 3]
+    outside = (boxes[:, 0] < 0) | (boxes[:, 1] < 0) | (x1 > widths) | (y1 > heights)
+    np.maximum(boxes[:, :2], 0, out=boxes[:, :2])
+    np.minimum(x1, widths, out=x1)
+    np.minimum(y1, heights, out=y1)
+    np.subtract(x1, boxes[:, 0], out=boxes[:, 2])
+    np.subtract(y1, boxes[:, 1], out=boxes[:, 3])
     with np.errstate(invalid="ignore"):
-        kept = (x1 > x0) & (y1 > y0)  # False for NaN
-    clipped_boxes = np.stack([x0, y0, x1 - x0, y1 - y0], axis=1)
-    changed = kept & np.any(clipped_boxes != boxes, axis=1)
-    return clipped_boxes.astype(np.float32), kept, changed
+        kept = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)  # False for NaN
+    return kept, kept & outside
 
 
 @dataclass
@@ -91,7 +92,7 @@ class _Columns:
         self.directory_index, self.name_offsets, self.base_names = array("q"), array("q", [0]), bytearray()
         self.directories: dict[str, int] = {}
         self.ann_ids, self.ann_image_ids, self.ann_categories = array("q"), array("q"), array("q")
-        self.ann_boxes, self.ann_crowd = array("d"), array("b")
+        self.ann_boxes, self.ann_crowd = array("f"), array("b")
 
     def add_image(self, image: dict) -> None:
         directory, base_name = os.path.split(image["file_name"])
@@ -155,6 +156,9 @@ def read_coco_boxes(
 ) -> BoxLoadResult:
     """Read a COCO detection JSON into compact records (see the module docstring for the checks).
 
+    Memory: the streamed columns (~41 bytes per box), then the records' arrays (~29 bytes per
+    box), each column released once gathered.
+
     Args:
         json_file: the annotation JSON.
         image_root: folder the images' ``file_name`` values are relative to.
@@ -173,76 +177,112 @@ def read_coco_boxes(
         raise ValueError(f"{json_file}: no 'categories'")
     categories = sorted(categories, key=lambda c: c["id"])
     category_ids = np.array([c["id"] for c in categories], dtype=np.int64)
-    if len(np.unique(category_ids)) != len(category_ids):
+    if (np.diff(category_ids) == 0).any():
         raise ValueError(f"{json_file}: duplicate category ids")
-
-    image_ids = np.frombuffer(columns.image_ids, dtype=np.int64)
-    order = np.argsort(image_ids, kind="stable")
-    sorted_image_ids = image_ids[order]
-    if len(sorted_image_ids) > 1 and (np.diff(sorted_image_ids) == 0).any():
-        duplicate = sorted_image_ids[1:][np.diff(sorted_image_ids) == 0][0]
-        raise ValueError(f"{json_file}: image id {duplicate} appears twice in 'images'")
-    heights, widths = np.frombuffer(columns.heights, dtype=np.int64), np.frombuffer(columns.widths, dtype=np.int64)
-    if len(image_ids) and (heights.min() <= 0 or widths.min() <= 0):
-        bad = int(image_ids[np.flatnonzero((heights <= 0) | (widths <= 0))[0]])
-        raise ValueError(f"{json_file}: image {bad} has a width or height <= 0")
-
-    ann_ids = np.frombuffer(columns.ann_ids, dtype=np.int64)
-    ann_image_ids = np.frombuffer(columns.ann_image_ids, dtype=np.int64)
-    category_index, known_category = _contiguous(np.frombuffer(columns.ann_categories, dtype=np.int64), category_ids)
-    if not known_category.all():
-        first = np.flatnonzero(~known_category)[0]
-        raise ValueError(
-            f"{json_file}: annotation {ann_ids[first]} (image {ann_image_ids[first]}) has unknown category_id "
-            f"{columns.ann_categories[first]}; {int((~known_category).sum())} annotations have categories absent from 'categories'"
-        )
-    rank, known_image = _contiguous(ann_image_ids, sorted_image_ids)
-    if not known_image.all():
-        first = np.flatnonzero(~known_image)[0]
-        raise ValueError(f"{json_file}: annotation {ann_ids[first]} has image_id {ann_image_ids[first]}, absent from 'images'")
-    if len(np.unique(ann_ids)) != len(ann_ids):
-        raise ValueError(f"{json_file}: annotation ids are not unique")
-
-    image_index = order[rank]  # position of each annotation's image in the file's 'images'
-    boxes, kept, clipped = clip_boxes(
-        np.frombuffer(columns.ann_boxes, dtype=np.float64).reshape(-1, 4), widths[image_index], heights[image_index]
-    )
-    by_image = np.argsort(rank[kept], kind="stable")  # kept boxes grouped by image, in image-id order
-    kept_rank = rank[kept][by_image]
-    boxes_per_rank = np.bincount(kept_rank, minlength=len(sorted_image_ids))
-    with_boxes = boxes_per_rank > 0
+    order, sorted_image_ids, heights, widths = _image_table(json_file, columns)
+    boxes, box_counts = _box_table(json_file, columns, category_ids, order, sorted_image_ids, heights, widths)
+    clipped, dropped = boxes.pop("clipped"), boxes.pop("dropped")
+    with_boxes = box_counts > 0
     images = order[with_boxes]  # file positions of the kept images, in image-id order
 
     resolve = resolve_directory or _folder_under(image_root, json_file)
     folders = [resolve(d) for d in columns.directories]
     name_offsets = np.frombuffer(columns.name_offsets, dtype=np.int64)
-    starts, ends = name_offsets[images], name_offsets[images + 1]
-    lengths = ends - starts
+    starts, lengths = name_offsets[images], name_offsets[images + 1] - name_offsets[images]
     new_offsets = np.concatenate([[0], np.cumsum(lengths)])
-    base_names = np.frombuffer(bytes(columns.base_names), dtype=np.uint8)
     gather = np.repeat(starts - new_offsets[:-1], lengths) + np.arange(new_offsets[-1])
     records = BoxRecords(
         directories=folders,
         directory_index=np.frombuffer(columns.directory_index, dtype=np.int64)[images].astype(np.int32),
-        base_names=base_names[gather],
+        base_names=np.frombuffer(columns.base_names, dtype=np.uint8)[gather],
         name_offsets=new_offsets,
-        image_ids=sorted_image_ids[with_boxes].copy(),
-        heights=heights[images].astype(np.int32),
-        widths=widths[images].astype(np.int32),
-        box_offsets=np.concatenate([[0], np.cumsum(boxes_per_rank[with_boxes])]),
-        boxes=boxes[kept][by_image],
-        category_ids=category_index[kept][by_image].astype(np.int32),
-        iscrowd=np.frombuffer(columns.ann_crowd, dtype=np.int8)[kept][by_image].astype(np.uint8),
-        annotation_ids=ann_ids[kept][by_image],
+        image_ids=sorted_image_ids[with_boxes],
+        heights=heights[images],
+        widths=widths[images],
+        box_offsets=np.concatenate([[0], np.cumsum(box_counts[with_boxes])]),
+        **boxes,
     )
     counts = {
         "images": len(records),
         "boxes": records.num_boxes,
-        "clipped_boxes": int(clipped.sum()),
-        "dropped_boxes": int((~kept).sum()),
+        "clipped_boxes": clipped,
+        "dropped_boxes": dropped,
         "images_without_boxes": int((~with_boxes).sum()),
     }
     return BoxLoadResult(records, categories, extra, counts)
+
+
+def _image_table(json_file: str, columns: _Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The images sorted by id: (file positions in id order, sorted ids, heights, widths in file order)."""
+    image_ids = np.frombuffer(columns.image_ids, dtype=np.int64)
+    order = np.argsort(image_ids, kind="stable")
+    sorted_image_ids = image_ids[order]
+    duplicates = np.flatnonzero(np.diff(sorted_image_ids) == 0)
+    if len(duplicates):
+        raise ValueError(f"{json_file}: image id {sorted_image_ids[duplicates[0]]} appears twice in 'images'")
+    heights = np.frombuffer(columns.heights, dtype=np.int64).astype(np.int32)
+    widths = np.frombuffer(columns.widths, dtype=np.int64).astype(np.int32)
+    bad = np.flatnonzero((heights <= 0) | (widths <= 0))
+    if len(bad):
+        raise ValueError(f"{json_file}: image {image_ids[bad[0]]} has a width or height <= 0")
+    return order, sorted_image_ids, heights, widths
+
+
+def _box_table(
+    json_file: str,
+    columns: _Columns,
+    category_ids: np.ndarray,
+    order: np.ndarray,
+    sorted_image_ids: np.ndarray,
+    heights: np.ndarray,
+    widths: np.ndarray,
+) -> tuple[dict[str, Any], np.ndarray]:
+    """The kept boxes grouped by image (in image-id order) and the number per image (id order).
+    Each streamed column is released once gathered."""
+    ann_ids = np.frombuffer(columns.ann_ids, dtype=np.int64)
+    ann_categories = np.frombuffer(columns.ann_categories, dtype=np.int64)
+    category_index, known = _contiguous(ann_categories, category_ids)
+    if not known.all():
+        first = np.flatnonzero(~known)[0]
+        raise ValueError(
+            f"{json_file}: annotation {ann_ids[first]} (image {columns.ann_image_ids[first]}) has unknown category_id "
+            f"{ann_categories[first]}; {int((~known).sum())} annotations have categories absent from 'categories'"
+        )
+    category_index = category_index.astype(np.int32)
+    del ann_categories, known
+    columns.ann_categories = None
+    ann_image_ids = np.frombuffer(columns.ann_image_ids, dtype=np.int64)
+    rank, known = _contiguous(ann_image_ids, sorted_image_ids)  # each box's image, by rank of its id
+    if not known.all():
+        first = np.flatnonzero(~known)[0]
+        raise ValueError(f"{json_file}: annotation {ann_ids[first]} has image_id {ann_image_ids[first]}, absent from 'images'")
+    rank = rank.astype(np.int32)
+    del ann_image_ids, known
+    columns.ann_image_ids = None
+    sorted_ids = np.sort(ann_ids)
+    duplicates = np.flatnonzero(np.diff(sorted_ids) == 0)
+    if len(duplicates):
+        raise ValueError(f"{json_file}: annotation id {sorted_ids[duplicates[0]]} appears twice")
+    del sorted_ids
+
+    boxes = np.frombuffer(columns.ann_boxes, dtype=np.float32).reshape(-1, 4)
+    position = order[rank]  # each box's image in file order
+    kept, clipped = clip_boxes(boxes, widths[position], heights[position])
+    del position
+    kept_index = np.flatnonzero(kept)
+    kept_index = kept_index[np.argsort(rank[kept_index], kind="stable")]  # grouped by image
+    table = {
+        "boxes": boxes[kept_index],
+        "category_ids": category_index[kept_index],
+        "iscrowd": np.frombuffer(columns.ann_crowd, dtype=np.uint8)[kept_index],
+        "annotation_ids": ann_ids[kept_index],
+        "clipped": int(clipped.sum()),
+        "dropped": int(len(kept) - len(kept_index)),
+    }
+    box_counts = np.bincount(rank[kept_index], minlength=len(sorted_image_ids))
+    del boxes, ann_ids
+    columns.ann_boxes = columns.ann_crowd = columns.ann_ids = None
+    return table, box_counts
 
 
 def load_coco_boxes_json(
