@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from tqdm import tqdm
 
 from sca.data.datasets.box_records import BoxRecords
+from sca.data.datasets.catalog import register_split
 from sca.data.datasets.json_stream import iter_top_level
 from sca.data.datasets.panoptic_json import resolve_inside
 
@@ -308,12 +308,6 @@ def load_coco_boxes_json(
 
 
 def register_box_source(name: str, loader, metadata: dict[str, Any], *, image_root: str, json_file: str, evaluator_type: str) -> None:
-    """Register a box split under ``name`` (lazy: ``loader`` runs on first request).
-
-    Registering the same name again replaces the previous entry instead of failing.
-    """
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-    DatasetCatalog.register(name, loader)
-    MetadataCatalog.get(name).set(image_root=image_root, json_file=json_file, evaluator_type=evaluator_type, **metadata)
+    """Register a box split under ``name`` (lazy: ``loader`` runs on first request; registering
+    the same name again replaces it)."""
+    register_split(name, loader, dict(image_root=image_root, json_file=json_file, evaluator_type=evaluator_type, **metadata))

@@ -6,15 +6,14 @@ import cv2
 import numpy as np
 from detectron2.data import transforms as T
 from panopticapi.utils import rgb2id
-from PIL import Image
 from pycocotools import mask as mask_util
 
 from sca.config import MapperConfig
 from sca.data.caption_tokenizer import CaptionTokenizer
 from sca.data.mappers.augmentation import build_augmentation
 from sca.data.mappers.image_input import SKIPPED_IMAGES, read_image_or_skip, record_skipped_image
+from sca.data.mappers.label_regions import cut_regions, label_areas, low_res_masks
 from sca.data.mappers.region_sample import assemble_region_sample, sample_regions
-from sca.data.prompts import sample_points_in_mask
 from sca.data.skip_counts import SkipRecorder
 
 __all__ = ["PanopticRegionMapper"]
@@ -140,27 +139,11 @@ class PanopticRegionMapper:
             dict of ``labels`` (R,) 1-based segment indices, ``boxes`` (R, 4), ``points`` (R, P, 2),
             ``masks`` (R, mask_size, mask_size) bool.
         """
-        areas = _label_areas(labels, len(windows))
+        areas = label_areas(labels, len(windows))
         candidates = np.flatnonzero(areas >= self.cfg.min_region_area) + 1
         candidates = sample_regions(rng, candidates, self.cfg.max_regions, self.is_train)
-        num_points, mask_size = self.cfg.prompt.num_points, self.cfg.mask_size
-        boxes = np.zeros((len(candidates), 4), np.float32)
-        points = np.zeros((len(candidates), num_points, 2), np.float32)
-        height, width = labels.shape
-        for i, label in enumerate(candidates):
-            x0, y0, x1, y1 = windows[label - 1]
-            x0, y0 = max(int(x0) - 2, 0), max(int(y0) - 2, 0)
-            x1, y1 = min(int(np.ceil(x1)) + 2, width), min(int(np.ceil(y1)) + 2, height)
-            mask = (labels[y0:y1, x0:x1] == label).view(np.uint8)
-            if cv2.countNonZero(mask) != areas[label - 1]:
-                x0 = y0 = 0
-                mask = (labels == label).view(np.uint8)
-            x, y, w, h = cv2.boundingRect(mask)
-            boxes[i] = (x0 + x, y0 + y, x0 + x + w, y0 + y + h)
-            points[i] = sample_points_in_mask(rng, mask[y : y + h, x : x + w].view(bool), num_points) + (x0 + x, y0 + y)
-        if labels.shape != (mask_size, mask_size):
-            labels = np.asarray(Image.fromarray(labels).resize((mask_size, mask_size), Image.NEAREST))
-        masks = labels[None] == candidates.astype(labels.dtype)[:, None, None]
+        boxes, points = cut_regions(labels, candidates, windows, areas, self.cfg.prompt.num_points, rng)
+        masks = low_res_masks(labels, candidates, self.cfg.mask_size)
         return {"labels": candidates, "boxes": boxes, "points": points, "masks": masks}
 
 
@@ -171,10 +154,3 @@ def _read_segment_ids(png_file: str) -> np.ndarray:
     if bgr is None:
         raise OSError(f"cannot read the panoptic PNG {png_file}")
     return rgb2id(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-
-
-def _label_areas(labels: np.ndarray, num_labels: int) -> np.ndarray:
-    """Pixel count of labels 1..num_labels (an OpenCV histogram for uint8 maps: no int64 copy)."""
-    if labels.dtype == np.uint8:
-        return cv2.calcHist([labels], [0], None, [256], [0, 256]).ravel()[1 : num_labels + 1].astype(np.int64)
-    return np.bincount(labels.astype(np.int64).ravel(), minlength=num_labels + 1)[1:]
