@@ -20,6 +20,7 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
 from sca.config import SCAConfig
+from sca.data.image_exclusion import with_image_exclusions
 from sca.data.multi_source import build_test_loader, build_train_loader
 from sca.data.skip_counts import SkipCountLogger
 from sca.engine.optimizer import build_lr_scheduler, build_optimizer
@@ -69,7 +70,7 @@ class Trainer(TrainerBase):
         model = build_model(cfg).to(device)
         model.autocast_dtype = _autocast_dtype(cfg)
         optimizer = build_optimizer(cfg.solver, model)
-        data_loader = SkipCountLogger(build_train_loader(cfg.data, model.tokenizer))
+        data_loader = SkipCountLogger(build_train_loader(with_image_exclusions(cfg.data), model.tokenizer))
         ddp_model = create_ddp_model(model, broadcast_buffers=False)
         if cfg.solver.amp and cfg.solver.amp_dtype == "float16":
             model.autocast_dtype = None  # AMPTrainer runs its own float16 autocast with a grad scaler

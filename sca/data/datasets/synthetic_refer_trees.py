@@ -22,16 +22,11 @@ import numpy as np
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 from PIL import Image
 
+from sca.data.datasets.register_refcoco import REFER_SPLITS
 from sca.data.datasets.synthetic_trees import draw_scene
 
-__all__ = ["REFER_SPLITS", "coco_instance_categories", "write_py2_pickle", "write_refer_tree"]
+__all__ = ["coco_instance_categories", "write_py2_pickle", "write_refer_tree"]
 
-# dataset -> split scheme -> its splits (refer API layout)
-REFER_SPLITS = {
-    "refcoco": {"unc": ("train", "val", "testA", "testB"), "google": ("train", "val", "test")},
-    "refcoco+": {"unc": ("train", "val", "testA", "testB")},
-    "refcocog": {"umd": ("train", "val", "test"), "google": ("train", "val")},
-}
 PERSON = 1
 _WORDS = ("left", "right", "big", "small", "front", "back", "middle", "dark", "bright")
 
