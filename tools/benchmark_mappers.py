@@ -9,20 +9,21 @@
 Fixtures of realistic size are written once into ``--root``/<N>-images in the official layouts (COCO-like:
 640x480, ~4 stuff + up to 14 things per image; ADE-like: 683x512, raw ``ADEChallengeData2016``
 converted by ``datasets/prepare_ade20k_pan_seg.py``, up to 24 things; Objects365-like and
-V3Det-like: 640x480, up to 16 boxes). Each mapper runs training LSJ at 1024 (flip, ResizeScale
+V3Det-like: 640x480, up to 16 boxes; RefCOCOg-like: 640x480 in the refer layout, polygon masks,
+the ``google`` train split). Each mapper runs training LSJ at 1024 (flip, ResizeScale
 0.1-2.0, FixedSizeCrop) over every image, ``--passes`` times, interleaved with the others; the
 median pass is reported in images/s and regions/s:
 
 * ``jpeg decode``: ``read_image`` alone (the floor every mapper pays);
 * ``d2 boxes``: stock ``DatasetMapper``, boxes only;
-* ``d2 masks`` (sources with masks): stock ``DatasetMapper`` with instance bitmasks (from RLE) and
-  boxes recomputed from them: every segment's mask at full resolution;
+* ``d2 masks`` (sources with masks): stock ``DatasetMapper`` with instance bitmasks (from RLE, or
+  from the polygons for RefCOCO) and boxes recomputed from them: every mask at full resolution;
 * ``sca regions``: the source's region mapper (:class:`PanopticRegionMapper`,
-  :class:`BoxRegionMapper`), ``--max-regions`` sampled regions with box, points and, where the
+  :class:`BoxRegionMapper`, :class:`ReferringRegionMapper`), ``--max-regions`` sampled regions with box, points and, where the
   source has masks, a 256x256 mask (prompt mix box/point/mask, or box/point) plus caption tokens.
 
-Each source's closing line gives the ratio of ``sca regions`` to ``d2 masks`` (goal: >= 2) or, for
-box-only sources, to ``d2 boxes``.
+Each source's closing line gives the ratio of ``sca regions`` to ``d2 masks`` (goal for panoptic: >= 2) and to
+``d2 boxes``.
 """
 
 from __future__ import annotations
@@ -56,17 +57,21 @@ from sca.data.caption_tokenizer import CaptionTokenizer
 from sca.data.datasets.register_ade20k_panoptic import register_all_ade20k_panoptic
 from sca.data.datasets.register_coco_panoptic import register_all_coco_panoptic
 from sca.data.datasets.register_objects365 import register_all_objects365
+from sca.data.datasets.register_refcoco import register_all_refcoco
 from sca.data.datasets.register_v3det import register_all_v3det
 from sca.data.datasets.synthetic_detection_trees import write_objects365_tree, write_v3det_tree
+from sca.data.datasets.synthetic_refer_trees import write_refer_tree
 from sca.data.datasets.synthetic_trees import write_ade20k_raw_tree, write_coco_panoptic_tree
 from sca.data.mappers import build_region_mapper
 from sca.data.mappers.augmentation import build_augmentation
+from sca.data.record_regions import segmentation_mask
 
 SOURCES = {  # --sources choice: (label, registered split, annotation family)
     "coco": ("COCO-like 640x480", "sca_coco_panoptic_val", "panoptic"),
     "ade20k": ("ADE-like 683x512", "sca_ade20k_panoptic_val", "panoptic"),
     "objects365": ("Objects365-like 640x480", "sca_objects365_v2_val", "boxes"),
     "v3det": ("V3Det-like 640x480", "sca_v3det_val", "boxes"),
+    "refcocog": ("RefCOCOg-like 640x480", "sca_refcocog_google_train", "referring"),
 }
 
 
@@ -89,6 +94,10 @@ def prepare_fixtures(root: Path, num_images: int, sources: list[str]) -> None:
         write_objects365_tree(root, "val", num_images, seed=4, size=(640, 480), max_boxes=16)
         write_v3det_tree(root, "val", num_images, seed=5, size=(640, 480), max_boxes=16)
         (root / "complete-boxes").touch()
+    if "referring" in families and not (root / "complete-referring").exists():
+        print(f"writing referring fixtures into {root} ...")
+        write_refer_tree(root, 2 * num_images, seed=6, size=(640, 480))
+        (root / "complete-referring").touch()
 
 
 def instance_records(records: list[dict]) -> list[dict]:
@@ -108,6 +117,17 @@ def instance_records(records: list[dict]) -> list[dict]:
         ]
         converted.append({k: record[k] for k in ("file_name", "image_id", "height", "width")} | {"annotations": annotations})
     return converted
+
+
+def rle_records(records: list[dict]) -> list[dict]:
+    """Referring records with each polygon segmentation as COCO RLE (see :func:`instance_records`)."""
+    return [
+        {**record, "annotations": [
+            {**ann, "segmentation": mask_util.encode(np.asfortranarray(segmentation_mask(ann["segmentation"], record["height"], record["width"]), dtype=np.uint8))}
+            for ann in record["annotations"]
+        ]}
+        for record in records
+    ]
 
 
 class JpegDecode:
@@ -135,24 +155,25 @@ def time_pass(mapper, records: list[dict], desc: str) -> tuple[float, int, int]:
 
 
 def benchmark_source(name: str, records: list[dict], family: str, args, tokenizer) -> dict[str, tuple[float, float]]:
-    weights = {"box": 0.5, "point": 0.3, "mask": 0.2} if family == "panoptic" else {"box": 0.7, "point": 0.3}
+    weights = {"box": 0.7, "point": 0.3} if family == "boxes" else {"box": 0.5, "point": 0.3, "mask": 0.2}
     cfg = MapperConfig(
         image_size=1024, mask_size=256, augmentation="lsj", min_scale=0.1, max_scale=2.0, max_regions=args.max_regions,
         prompt=PromptConfig(weights=weights, num_points=1),
     )
     lsj = build_augmentation(cfg, is_train=True)
-    stock_records = instance_records(records) if family == "panoptic" else records
+    stock_records = {"panoptic": instance_records, "referring": rle_records}.get(family, list)(records)
     mappers = {
         "jpeg decode": (JpegDecode(), records),
         "d2 boxes": (DatasetMapper(is_train=True, augmentations=lsj, image_format="RGB"), stock_records),
     }
-    if family == "panoptic":
+    if family != "boxes":
         mappers["d2 masks"] = (
             DatasetMapper(is_train=True, augmentations=lsj, image_format="RGB", use_instance_mask=True,
                           instance_mask_format="bitmask", recompute_boxes=True),
             stock_records,
         )
-    mappers["sca regions"] = (build_region_mapper(name, cfg, is_train=True, tokenizer=tokenizer, source=name, task_type="recognition"), records)
+    task_type = "caption" if family == "referring" else "recognition"
+    mappers["sca regions"] = (build_region_mapper(name, cfg, is_train=True, tokenizer=tokenizer, source=name, task_type=task_type), records)
     passes: dict[str, list[tuple[float, int, int]]] = {key: [] for key in mappers}
     for p in range(args.passes):
         for key, (mapper, mapper_records) in mappers.items():
@@ -185,7 +206,7 @@ def main() -> None:
     cv2.setNumThreads(1)
     root = Path(args.root) / f"{args.num_images}-images"
     prepare_fixtures(root, args.num_images, args.sources)
-    for register in (register_all_coco_panoptic, register_all_ade20k_panoptic, register_all_objects365, register_all_v3det):
+    for register in (register_all_coco_panoptic, register_all_ade20k_panoptic, register_all_objects365, register_all_v3det, register_all_refcoco):
         register(str(root))
     tokenizer = CaptionTokenizer.from_config("", max_tokens=20)
     report = []
@@ -196,7 +217,8 @@ def main() -> None:
         report.append((label, family, candidates, benchmark_source(name, records, family, args, tokenizer)))
     print(f"\none worker, LSJ 1024, {args.num_images} images x {args.passes} passes (median pass), max_regions {args.max_regions}")
     for label, family, candidates, results in report:
-        print(f"\n{label}: {candidates:.1f} non-crowd {'segments' if family == 'panoptic' else 'boxes'} per image")
+        kind = {"panoptic": "segments", "boxes": "boxes", "referring": "refs"}[family]
+        print(f"\n{label}: {candidates:.1f} non-crowd {kind} per image")
         print(f"  {'mapper':<13} {'images/s':>9} {'regions/s':>10} {'ms/image':>9}")
         for key, (images_per_s, regions_per_s, _) in results.items():
             regions = f"{regions_per_s:10.0f}" if key != "jpeg decode" else f"{'-':>10}"
