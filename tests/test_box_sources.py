@@ -2,13 +2,9 @@
 script and the box mapper, on trees written in the official layouts
 (``sca.data.datasets.synthetic_detection_trees``)."""
 
-import contextlib
-import io
 import json
 import logging
 import os
-import runpy
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -40,20 +36,6 @@ BAD_BOXES = [  # added to the second train image (index 1): (bbox, what loading 
     ([-40.0, -40.0, 10.0, 10.0], "dropped"),  # entirely outside
     ([-5.0, 2.0, 20.0, 1000.0], "clipped"),  # partly outside
 ]
-
-
-def run_prepare(*args) -> tuple[int, str]:
-    """``datasets/prepare_objects365.py`` as ``__main__`` in this process; (exit code, output)."""
-    argv, output, code = sys.argv, io.StringIO(), 0
-    sys.argv = ["prepare_objects365", *map(str, args)]
-    try:
-        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
-            runpy.run_path(str(ROOT / "datasets" / "prepare_objects365.py"), run_name="__main__")
-    except SystemExit as exit_:
-        code = exit_.code
-    finally:
-        sys.argv = argv
-    return code, output.getvalue()
 
 
 def add_annotations(json_file: Path, image_index: int, boxes: list[list[float]], **overrides) -> list[int]:
@@ -280,9 +262,9 @@ def test_detectron2_tools_accept_the_records(tree):
 # --- preparation -------------------------------------------------------------------------------
 
 
-def test_prepare_objects365_counts_and_writes_a_cleaned_file(tree, tmp_path):
+def test_prepare_objects365_counts_and_writes_a_cleaned_file(tree, tmp_path, run_preparation):
     raw = json_content(tree, "objects365/annotations/zhiyuan_objv2_train.json")
-    code, output = run_prepare("--root", tree, "--workers", 1, "--splits", "train")
+    code, output = run_preparation("prepare_objects365", "--root", tree, "--workers", 1, "--splits", "train")
     assert code == 0, output
     assert "images kept 6, images missing 1, images corrupt 1, images size mismatch 0" in output
     assert "boxes clipped 1, boxes dropped 2" in output
@@ -297,9 +279,9 @@ def test_prepare_objects365_counts_and_writes_a_cleaned_file(tree, tmp_path):
     records = DatasetCatalog.get(f"{O365}_train")  # the registered split now reads the cleaned file
     assert sorted(records.image_ids.tolist()) == sorted(kept_ids) and all(Path(r["file_name"]).is_file() for r in records)
     assert records.num_boxes == len(clean["annotations"]) == clean["info"]["boxes_kept"]
-    code, output = run_prepare("--root", tree, "--splits", "train")
+    code, output = run_preparation("prepare_objects365", "--root", tree, "--splits", "train")
     assert code == 0 and "split skipped" in output
-    code, output = run_prepare("--root", tmp_path, "--splits", "val")
+    code, output = run_preparation("prepare_objects365", "--root", tmp_path, "--splits", "val")
     assert code == 2 and "objects365" in output and "Traceback" not in output
 
 

@@ -3,12 +3,9 @@ preparation script, the referring mapper and the COCO image exclusion, on trees 
 layout (``sca.data.datasets.synthetic_refer_trees``); and ``train_net.py`` on the box and
 referring sources."""
 
-import contextlib
-import io
 import json
 import os
 import pickle
-import runpy
 import subprocess
 import sys
 from collections import Counter
@@ -39,20 +36,6 @@ ALL_SPLITS = [
     *(f"sca_refcocog_umd_{s}" for s in ("train", "val", "test")),
     *(f"sca_refcocog_google_{s}" for s in ("train", "val")),
 ]
-
-
-def run_prepare(*args) -> tuple[int, str]:
-    """``datasets/prepare_refcoco.py`` as ``__main__`` in this process; (exit code, output)."""
-    argv, output, code = sys.argv, io.StringIO(), 0
-    sys.argv = ["prepare_refcoco", *map(str, args)]
-    try:
-        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
-            runpy.run_path(str(ROOT / "datasets" / "prepare_refcoco.py"), run_name="__main__")
-    except SystemExit as exit_:
-        code = exit_.code
-    finally:
-        sys.argv = argv
-    return code, output.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +77,7 @@ def test_python2_protocol2_pickles_load_as_text(refer):
     assert refs[0]["file_name"] == f"COCO_train2014_{refs[0]['image_id']:012d}_{refs[0]['ann_id']}.jpg"
 
 
-def test_a_pickle_carrying_anything_but_plain_data_is_rejected(refer, tmp_path):
+def test_a_pickle_carrying_anything_but_plain_data_is_rejected(refer, tmp_path, run_preparation):
     marker = tmp_path / "code-ran"
 
     class Payload:
@@ -109,7 +92,7 @@ def test_a_pickle_carrying_anything_but_plain_data_is_rejected(refer, tmp_path):
     assert not marker.exists()
     (tmp_path / "refcoco").mkdir()
     path.rename(tmp_path / "refcoco" / "refs(unc).p")
-    code, output = run_prepare("--root", tmp_path)
+    code, output = run_preparation("prepare_refcoco", "--root", tmp_path)
     assert code == 2 and "refs(unc).p" in output and "refusing to load" in output and "Traceback" not in output
     assert not (tmp_path / "refcoco" / "refs(unc).json").exists()
 
@@ -216,14 +199,14 @@ def test_missing_annotations_and_boxes_without_area_are_skipped_and_counted(refe
     assert "'box clipped to its image': 1" in text
 
 
-def test_prepare_converts_the_pickles_and_loaders_read_the_json(refer, tmp_path):
+def test_prepare_converts_the_pickles_and_loaders_read_the_json(refer, tmp_path, run_preparation):
     root, written = refer
     work = tmp_path / "datasets"
     for dataset in ("refcoco", "refcoco+", "refcocog"):
         (work / dataset).mkdir(parents=True)
         for path in (root / dataset).glob("*"):
             (work / dataset / path.name).write_bytes(path.read_bytes())
-    code, output = run_prepare("--root", work)
+    code, output = run_preparation("prepare_refcoco", "--root", work)
     assert code == 0, output
     for (dataset, split_by), refs in written.items():
         converted = work / dataset / f"refs({split_by}).json"
@@ -244,7 +227,7 @@ def test_prepare_converts_the_pickles_and_loaders_read_the_json(refer, tmp_path)
         assert [r["image_id"] for r in DatasetCatalog.get("sca_refcocog_umd_test")] == expected
     finally:
         register_all_refcoco(str(root))
-    code, output = run_prepare("--root", work)
+    code, output = run_preparation("prepare_refcoco", "--root", work)
     assert code == 0 and output.count("exists, kept") == 5
 
 

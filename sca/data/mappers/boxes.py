@@ -7,17 +7,14 @@ from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
 
 from sca.config import MapperConfig
-from sca.data.caption_tokenizer import CaptionTokenizer
-from sca.data.mappers.augmentation import build_augmentation
-from sca.data.mappers.image_input import SKIPPED_IMAGES, read_image_or_skip
-from sca.data.mappers.region_sample import assemble_region_sample, sample_regions
+from sca.data.mappers.region_mapper import RegionMapper
+from sca.data.mappers.region_sample import sample_regions
 from sca.data.prompts import sample_points_in_boxes
-from sca.data.skip_counts import SkipRecorder
 
 __all__ = ["BoxRegionMapper"]
 
 
-class BoxRegionMapper:
+class BoxRegionMapper(RegionMapper):
     """Maps a detectron2 instances dataset dict whose annotations are boxes to a region sample.
 
     The image goes through detectron2's transforms (LSJ in training, SAM's longest-side resize +
@@ -35,42 +32,21 @@ class BoxRegionMapper:
     in evaluation, a sample with zero regions.
     """
 
-    SKIP_KINDS = (SKIPPED_IMAGES,)
-
-    def __init__(
-        self,
-        cfg: MapperConfig,
-        *,
-        is_train: bool,
-        tokenizer: CaptionTokenizer,
-        class_names: list[str],
-        source: str,
-        task_type: str,
-    ):
+    def __init__(self, cfg: MapperConfig, **kwargs):
+        """See :class:`RegionMapper`; ``cfg.prompt.weights`` must not ask for mask prompts."""
         if cfg.prompt.weights.get("mask", 0) > 0:
             raise ValueError(
-                f"{source}: mask prompts need region masks and this source has boxes only; "
+                f"{kwargs.get('source')}: mask prompts need region masks and this source has boxes only; "
                 f"set mapper.prompt.weights to box and/or point (got {dict(cfg.prompt.weights)})"
             )
-        self.cfg = cfg
-        self.is_train = is_train
-        self.augmentations = T.AugmentationList(build_augmentation(cfg, is_train))
-        self.tokenizer = tokenizer
-        self.class_names = class_names
-        self.source = source
-        self.task_type = task_type
-        self.skips = SkipRecorder(self.SKIP_KINDS)
+        super().__init__(cfg, **kwargs)
 
     def __call__(self, dataset_dict: dict) -> dict | None:
         rng = np.random.default_rng(np.random.randint(2**31))
-        image = read_image_or_skip(dataset_dict, self.skips, self.source)
+        image = self.read_image(dataset_dict)
         if image is None:
             return None
-        aug_input = T.AugInput(image)
-        transforms = self.augmentations(aug_input)
-        image = aug_input.image
-        height, width = dataset_dict["height"], dataset_dict["width"]
-        valid_box = transforms.apply_box(np.array([[0, 0, width, height]], dtype=np.float32))[0]
+        image, _, transforms, valid_box = self.transform(dataset_dict, image)
 
         annotations = [a for a in dataset_dict["annotations"] if not a.get("iscrowd", 0)]
         boxes = self._frame_boxes(annotations, transforms, valid_box, image.shape[:2])
@@ -90,11 +66,7 @@ class BoxRegionMapper:
             }
             for i, region_points in zip(chosen.tolist(), points)
         ]
-        sample = assemble_region_sample(
-            dataset_dict, image, valid_box, regions, cfg=self.cfg, tokenizer=self.tokenizer,
-            source=self.source, task_type=self.task_type, is_train=self.is_train, rng=rng, with_masks=False,
-        )
-        return self.skips.attach(sample)
+        return self.assemble(dataset_dict, image, valid_box, regions, rng, with_masks=False)
 
     @staticmethod
     def _frame_boxes(annotations: list[dict], transforms: T.TransformList, valid_box: np.ndarray, frame: tuple[int, int]) -> np.ndarray:

@@ -4,22 +4,18 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from detectron2.data import transforms as T
 from panopticapi.utils import rgb2id
 from pycocotools import mask as mask_util
 
-from sca.config import MapperConfig
-from sca.data.caption_tokenizer import CaptionTokenizer
-from sca.data.mappers.augmentation import build_augmentation
-from sca.data.mappers.image_input import SKIPPED_IMAGES, read_image_or_skip, record_skipped_image
+from sca.data.mappers.image_input import SKIPPED_IMAGES, record_skipped_image
 from sca.data.mappers.label_regions import cut_regions, label_areas, low_res_masks
-from sca.data.mappers.region_sample import assemble_region_sample, sample_regions
-from sca.data.skip_counts import SkipRecorder
+from sca.data.mappers.region_mapper import RegionMapper
+from sca.data.mappers.region_sample import sample_regions
 
 __all__ = ["PanopticRegionMapper"]
 
 
-class PanopticRegionMapper:
+class PanopticRegionMapper(RegionMapper):
     """Maps a detectron2 panoptic dataset dict to a region sample.
 
     The panoptic PNG is decoded once into a label map of the candidate segments (1..K, 0 = none),
@@ -41,28 +37,9 @@ class PanopticRegionMapper:
 
     SKIP_KINDS = (SKIPPED_IMAGES, "absent_segments")
 
-    def __init__(
-        self,
-        cfg: MapperConfig,
-        *,
-        is_train: bool,
-        tokenizer: CaptionTokenizer,
-        class_names: list[str],
-        source: str,
-        task_type: str,
-    ):
-        self.cfg = cfg
-        self.is_train = is_train
-        self.augmentations = T.AugmentationList(build_augmentation(cfg, is_train))
-        self.tokenizer = tokenizer
-        self.class_names = class_names
-        self.source = source
-        self.task_type = task_type
-        self.skips = SkipRecorder(self.SKIP_KINDS)
-
     def __call__(self, dataset_dict: dict) -> dict | None:
         rng = np.random.default_rng(np.random.randint(2**31))
-        image = read_image_or_skip(dataset_dict, self.skips, self.source)
+        image = self.read_image(dataset_dict)
         if image is None:
             return None
         try:
@@ -77,12 +54,7 @@ class PanopticRegionMapper:
             )
         segments, labels, source_boxes = self._label_map(dataset_dict, ids, rng)
 
-        aug_input = T.AugInput(image, sem_seg=labels)
-        transforms = self.augmentations(aug_input)
-        image, labels = aug_input.image, aug_input.sem_seg
-        height, width = dataset_dict["height"], dataset_dict["width"]
-        valid_box = transforms.apply_box(np.array([[0, 0, width, height]], dtype=np.float32))[0]
-
+        image, labels, transforms, valid_box = self.transform(dataset_dict, image, labels)
         regions = self._regions(labels, transforms.apply_box(source_boxes), rng)
         if not regions["labels"].size and self.is_train:
             return None
@@ -92,15 +64,12 @@ class PanopticRegionMapper:
              "captions": [self.class_names[s["category_id"]]]}
             for s, box, points, mask in zip(chosen_segments, regions["boxes"], regions["points"], regions["masks"])
         ]
-        sample = assemble_region_sample(
-            dataset_dict, image, valid_box, region_list, cfg=self.cfg, tokenizer=self.tokenizer,
-            source=self.source, task_type=self.task_type, is_train=self.is_train, rng=rng,
-        )
+        sample = self.assemble(dataset_dict, image, valid_box, region_list, rng)
         if not self.is_train:  # evaluation: full-resolution ground truth for mask IoU
             sample["regions"]["mask_rles"] = [
                 mask_util.encode(np.asfortranarray(ids == s["id"], dtype=np.uint8)) for s in chosen_segments
             ]
-        return self.skips.attach(sample)
+        return sample
 
     def _label_map(self, dataset_dict: dict, ids: np.ndarray, rng: np.random.Generator):
         """One label map for the candidate (non-crowd) segments, to transform with the image.

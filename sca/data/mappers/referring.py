@@ -5,21 +5,16 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pycocotools.mask as mask_util
-from detectron2.data import transforms as T
-
-from sca.config import MapperConfig
-from sca.data.caption_tokenizer import CaptionTokenizer
-from sca.data.mappers.augmentation import build_augmentation
-from sca.data.mappers.image_input import SKIPPED_IMAGES, read_image_or_skip
+from sca.data.mappers.image_input import SKIPPED_IMAGES
 from sca.data.mappers.label_regions import cut_regions, label_areas, low_res_masks
-from sca.data.mappers.region_sample import assemble_region_sample, sample_regions
+from sca.data.mappers.region_mapper import RegionMapper
+from sca.data.mappers.region_sample import sample_regions
 from sca.data.record_regions import segmentation_mask
-from sca.data.skip_counts import SkipRecorder
 
 __all__ = ["ReferringRegionMapper"]
 
 
-class ReferringRegionMapper:
+class ReferringRegionMapper(RegionMapper):
     """Maps a referring dataset dict (instances whose annotations carry ``ref_id`` and
     ``sentences``) to a region sample.
 
@@ -42,29 +37,17 @@ class ReferringRegionMapper:
 
     SKIP_KINDS = (SKIPPED_IMAGES, "empty_masks")
 
-    def __init__(self, cfg: MapperConfig, *, is_train: bool, tokenizer: CaptionTokenizer, source: str, task_type: str):
-        self.cfg = cfg
-        self.is_train = is_train
-        self.augmentations = T.AugmentationList(build_augmentation(cfg, is_train))
-        self.tokenizer = tokenizer
-        self.source = source
-        self.task_type = task_type
-        self.skips = SkipRecorder(self.SKIP_KINDS)
-
     def __call__(self, dataset_dict: dict) -> dict | None:
         rng = np.random.default_rng(np.random.randint(2**31))
-        image = read_image_or_skip(dataset_dict, self.skips, self.source)
+        image = self.read_image(dataset_dict)
         if image is None:
             return None
         height, width = dataset_dict["height"], dataset_dict["width"]
         annotations, masks = self._masks(dataset_dict)
         layers, layer_of, label_of, source_boxes = _label_layers(masks, (height, width))
 
-        aug_input = T.AugInput(image, sem_seg=layers[0])
-        transforms = self.augmentations(aug_input)
-        image = aug_input.image
-        layers = [aug_input.sem_seg] + [transforms.apply_segmentation(layer) for layer in layers[1:]]
-        valid_box = transforms.apply_box(np.array([[0, 0, width, height]], dtype=np.float32))[0]
+        image, first_layer, transforms, valid_box = self.transform(dataset_dict, image, layers[0])
+        layers = [first_layer] + [transforms.apply_segmentation(layer) for layer in layers[1:]]
         windows = transforms.apply_box(source_boxes)
 
         areas = np.zeros(len(annotations), np.int64)
@@ -97,13 +80,10 @@ class ReferringRegionMapper:
                     "mask": low_res[k],
                     "captions": annotation["sentences"],
                 }
-        sample = assemble_region_sample(
-            dataset_dict, image, valid_box, regions, cfg=self.cfg, tokenizer=self.tokenizer,
-            source=self.source, task_type=self.task_type, is_train=self.is_train, rng=rng,
-        )
+        sample = self.assemble(dataset_dict, image, valid_box, regions, rng)
         if not self.is_train:  # evaluation: full-resolution ground truth for mask IoU
             sample["regions"]["mask_rles"] = [mask_util.encode(np.asfortranarray(masks[i], dtype=np.uint8)) for i in chosen]
-        return self.skips.attach(sample)
+        return sample
 
     def _masks(self, dataset_dict: dict) -> tuple[list[dict], list[np.ndarray]]:
         """The non-crowd annotations whose segmentation covers some pixel, and their (H, W) bool masks."""
