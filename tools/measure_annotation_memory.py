@@ -16,6 +16,8 @@ loading costs), the RSS still held after iterating (the records), and the wall t
   access and dropped);
 * ``sca records -> d2 serialized``: the same records handed to detectron2's ``DatasetFromList``
   (``serialize=True``: one pickled byte buffer), then iterated; what a loader that re-serializes holds;
+* ``train loader``: ``sca.data.multi_source.build_train_loader`` for one Objects365 source (the
+  records as this project's training loader holds them; no image is mapped);
 * ``d2 load_coco_json`` (baseline): detectron2's own ``load_coco_json`` (``json.load`` + pycocotools
   index + a list of dicts), then its serialized list built from them, as
   ``register_coco_instances`` + ``build_detection_train_loader`` do.
@@ -24,6 +26,7 @@ loading costs), the RSS still held after iterating (the records), and the wall t
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import subprocess
@@ -36,7 +39,7 @@ from tqdm import tqdm
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # this checkout's ``sca``
-SCENARIOS = ("import only", "sca records", "sca records -> d2 serialized", "d2 load_coco_json")
+SCENARIOS = ("import only", "sca records", "sca records -> d2 serialized", "train loader", "d2 load_coco_json")
 
 
 def write_synthetic_json(path: Path, num_images: int, num_boxes: int, seed: int = 0) -> None:
@@ -84,6 +87,19 @@ def _memory_mb() -> dict[str, float]:
     return values
 
 
+def build_project_train_loader():
+    """The project's training loader for a single ``sca_objects365_v2_train`` source."""
+    from sca.config import DataConfig, MapperConfig, PromptConfig, SourceConfig
+    from sca.data.caption_tokenizer import CaptionTokenizer
+    from sca.data.multi_source import build_train_loader
+
+    mapper = MapperConfig(image_size=64, mask_size=16, prompt=PromptConfig(weights={"box": 1.0}))
+    cfg = DataConfig(name="memory", sources={"objects365": SourceConfig(train_datasets=["sca_objects365_v2_train"], mapper=mapper)},
+                     num_workers=0)
+    seed = {"seed": 0} if "seed" in inspect.signature(build_train_loader).parameters else {}
+    return build_train_loader(cfg, CaptionTokenizer.from_config("", max_tokens=8), **seed)
+
+
 def run_scenario(name: str, root: str) -> dict:
     """One scenario, in this process (called in a fresh child). The peak is the kernel's
     high-water mark, reset after the imports (``/proc/self/clear_refs``)."""
@@ -107,6 +123,10 @@ def run_scenario(name: str, root: str) -> dict:
             if name.endswith("serialized"):
                 records = DatasetFromList(records, copy=False, serialize=True)
                 result["serialized_mb"] = (records._addr.nbytes + records._lst.nbytes) / 2**20
+        elif name == "train loader":
+            register_all_objects365(root)
+            build_project_train_loader()
+            records = []
         else:
             json_file = os.path.join(root, "objects365/annotations/zhiyuan_objv2_train.json")
             dicts = load_coco_json(json_file, os.path.join(root, "objects365/train"))
@@ -151,7 +171,7 @@ def main() -> None:
         held = ", ".join(f"{key[:-3]} {r[key]:.0f} MB" for key in ("compact_mb", "serialized_mb") if key in r)
         print(f"{r['scenario']:<30} {r['peak_rss_mb']:7.0f} MB {r['peak_rss_mb'] - r['rss_after_imports_mb']:12.0f} MB "
               f"{r['rss_after_mb'] - r['rss_after_imports_mb']:8.0f} MB {r['seconds']:6.1f}s  {held}")
-        if r["scenario"] != "import only" and (r["images"], r["boxes"]) != (results[1]["images"], results[1]["boxes"]):
+        if r["images"] and (r["images"], r["boxes"]) != (results[1]["images"], results[1]["boxes"]):
             print(f"  (read {r['images']} images, {r['boxes']} boxes)")
 
 if __name__ == "__main__":
