@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pycocotools.mask as mask_util
+
 from sca.data.mappers.image_input import SKIPPED_IMAGES
 from sca.data.mappers.label_regions import cut_regions, label_areas, low_res_masks
 from sca.data.mappers.region_mapper import RegionMapper
@@ -50,36 +51,22 @@ class ReferringRegionMapper(RegionMapper):
         layers = [first_layer] + [transforms.apply_segmentation(layer) for layer in layers[1:]]
         windows = transforms.apply_box(source_boxes)
 
+        members = [np.flatnonzero(layer_of == index) for index in range(len(layers))]  # in label order
         areas = np.zeros(len(annotations), np.int64)
-        for index, layer in enumerate(layers):
-            members = np.flatnonzero(layer_of == index)
-            areas[members] = label_areas(layer, int(label_of[members].max(initial=0)))[label_of[members] - 1]
+        for layer, layer_members in zip(layers, members):
+            areas[layer_members] = label_areas(layer, len(layer_members))
         chosen = sample_regions(rng, np.flatnonzero(areas >= self.cfg.min_region_area), self.cfg.max_regions, self.is_train)
         if not chosen.size and self.is_train:
             return None
         regions = [None] * len(chosen)
-        for index, layer in enumerate(layers):
+        for index, (layer, layer_members) in enumerate(zip(layers, members)):
             positions = np.flatnonzero(layer_of[chosen] == index)
-            if not positions.size:
-                continue
-            members = np.flatnonzero(layer_of == index)
-            layer_areas = np.zeros(len(members), np.int64)
-            layer_areas[label_of[members] - 1] = areas[members]
-            layer_windows = np.zeros((len(members), 4), np.float32)
-            layer_windows[label_of[members] - 1] = windows[members]
             labels = label_of[chosen[positions]]
-            boxes, points = cut_regions(layer, labels, layer_windows, layer_areas, self.cfg.prompt.num_points, rng)
-            low_res = low_res_masks(layer, labels, self.cfg.mask_size)
-            for k, position in enumerate(positions):
+            boxes, points = cut_regions(layer, labels, windows[layer_members], areas[layer_members], self.cfg.prompt.num_points, rng)
+            for position, box, region_points, mask in zip(positions, boxes, points, low_res_masks(layer, labels, self.cfg.mask_size)):
                 annotation = annotations[chosen[position]]
-                regions[position] = {
-                    "id": annotation["ref_id"],
-                    "category_id": annotation["category_id"],
-                    "box": boxes[k],
-                    "points": points[k],
-                    "mask": low_res[k],
-                    "captions": annotation["sentences"],
-                }
+                regions[position] = {"id": annotation["ref_id"], "category_id": annotation["category_id"], "box": box,
+                                     "points": region_points, "mask": mask, "captions": annotation["sentences"]}
         sample = self.assemble(dataset_dict, image, valid_box, regions, rng)
         if not self.is_train:  # evaluation: full-resolution ground truth for mask IoU
             sample["regions"]["mask_rles"] = [mask_util.encode(np.asfortranarray(masks[i], dtype=np.uint8)) for i in chosen]
@@ -109,8 +96,8 @@ def _label_layers(masks: list[np.ndarray], shape: tuple[int, int]):
     other one (a map holds up to 255).
 
     Returns:
-        the maps (at least one), each mask's map and label (1-based) in it, and each mask's box
-        (XYXY float32).
+        the maps (at least one), each mask's map and label in it (the masks of a map, in their
+        order, are labelled 1, 2, ...), and each mask's box (XYXY float32).
     """
     layers = [np.zeros(shape, np.uint8)]
     counts = [0]
