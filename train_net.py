@@ -5,6 +5,9 @@
     python train_net.py model=sam_vit_h_gpt2_large data=... solver.max_iter=100000
     python train_net.py eval_only=true model.weights=output/demo-tiny/model_final.pth
     python train_net.py resume=true                       # continue from the last checkpoint
+    python train_net.py data=demo_mix                     # two sources: demo shapes + referring expressions
+    python train_net.py dist.num_gpus=2                   # 2 DDP processes (NCCL on GPUs, gloo on CPU)
+    torchrun --nproc_per_node=2 train_net.py              # the same under torchrun
 """
 
 import hydra

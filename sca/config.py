@@ -68,6 +68,7 @@ class SourceConfig:
     exclude_images_of: List[str] = field(default_factory=list)
     task_type: str = "recognition"  # "recognition" (class names) or "caption" (free text)
     batch_size: int = 2  # images per GPU per step
+    sampling_ratio: float = 1.0  # fraction of steps this source takes part in (same steps on every rank)
     loss_weight: float = 1.0
     mapper: MapperConfig = field(default_factory=MapperConfig)
 
@@ -79,7 +80,8 @@ class DataConfig:
     test_datasets: List[str] = field(default_factory=list)
     test_mapper: MapperConfig = field(default_factory=lambda: MapperConfig(augmentation="none"))
     test_task_type: str = "recognition"
-    num_workers: int = 2  # one budget for the whole loader
+    num_workers: int = 2  # one budget for the whole loader (all sources), per process
+    max_failure_rate: float = 0.01  # a source whose mapper raises on more samples than this stops the run
     test_batch_size: int = 8  # images per inference step (their regions are captioned together)
 
 
@@ -150,10 +152,13 @@ class EvalConfig:
 
 @dataclass
 class DistConfig:
+    """Processes for DDP, started by detectron2's ``launch`` (NCCL on GPUs, gloo on CPU).
+    Under ``torchrun`` these keys are ignored: its environment variables decide."""
+
     num_gpus: int = 1  # processes per machine (GPUs, or CPU processes on a CPU machine)
     num_machines: int = 1
     machine_rank: int = 0
-    dist_url: str = "auto"
+    dist_url: str = "auto"  # "auto": a free localhost port (single machine); else e.g. tcp://host:port
 
 
 @dataclass
@@ -204,6 +209,10 @@ def validate(cfg: DictConfig | SCAConfig) -> None:
     for name, source in cfg.data.sources.items():
         if source.batch_size <= 0:
             raise ConfigError(f"data.sources.{name}.batch_size must be positive")
+        if not 0 < source.sampling_ratio <= 1:
+            raise ConfigError(f"data.sources.{name}.sampling_ratio must be in (0, 1], got {source.sampling_ratio}")
+    if not 0 <= cfg.data.max_failure_rate < 1:
+        raise ConfigError(f"data.max_failure_rate must be in [0, 1), got {cfg.data.max_failure_rate}")
     if cfg.solver.lr_scheduler not in ("cosine", "step", "constant"):
         raise ConfigError(f"solver.lr_scheduler: '{cfg.solver.lr_scheduler}' is not cosine, step or constant")
     if cfg.solver.amp_dtype not in ("bfloat16", "float16"):

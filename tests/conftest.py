@@ -3,6 +3,7 @@
 import os
 
 import pytest
+import torch
 
 os.environ.setdefault("FIFTYONE_DO_NOT_TRACK", "true")
 
@@ -68,6 +69,19 @@ def load_tool():
         return module
 
     return load
+
+
+def assert_same_batches(first: list[dict], second: list[dict]) -> None:
+    """Two sequences of training steps ``{source: batch}`` are identical, tensor for tensor."""
+    assert len(first) == len(second)
+    for a, b in zip(first, second):
+        assert a.keys() == b.keys()
+        for name in a:
+            assert a[name]["image_ids"] == b[name]["image_ids"]
+            assert torch.equal(a[name]["images"], b[name]["images"])
+            for key, value in a[name]["regions"].items():
+                other = b[name]["regions"][key]
+                assert torch.equal(value, other) if isinstance(value, torch.Tensor) else value == other, key
 
 
 @pytest.fixture(scope="session")

@@ -1,104 +1,297 @@
 """Training and test loaders. Training yields one batch per source each step:
 ``{source_name: batch}``, each batch carrying its ``task_info``.
 
-Every source gets a detectron2 train loader (serialized records, infinite ``TrainingSampler``
-sharded across ranks with a shared seed); the ``num_workers`` budget is split between sources,
-never multiplied by their number.
+One loader serves every source: one pool of ``num_workers`` processes (not one pool per source)
+that maps and collates per-source batches, whichever source they belong to; records of all sources
+serialized into numpy buffers (detectron2's ``DatasetFromList``) that forked workers share without
+copy-on-read growth; and a :class:`~sca.data.source_schedule.MultiSourceSampler` that decides each
+step's sources from a shared seed (lockstep across ranks) and shards records across ranks. Each
+sample's randomness is seeded from its stream position, so the batches do not depend on the number
+of workers and a resumed run continues the stream exactly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
-from functools import partial
+import random
+import signal
+from dataclasses import dataclass
 
+import numpy as np
 import torch
-from detectron2.data import DatasetCatalog, DatasetFromList, MapDataset, build_detection_train_loader
+from detectron2.data import DatasetCatalog, DatasetFromList, MapDataset
 from detectron2.data.build import trivial_batch_collator
 from detectron2.data.samplers import InferenceSampler
 from detectron2.utils import comm
 
-from sca.config import DataConfig, SourceConfig
+from sca.config import DataConfig
 from sca.data.caption_tokenizer import CaptionTokenizer
 from sca.data.mappers import build_region_mapper
 from sca.data.region_batch import collate_regions
+from sca.data.source_schedule import MultiSourceSampler, SampleKey
 
-__all__ = ["SafeMapper", "MultiSourceLoader", "build_train_loader", "build_test_loader"]
+__all__ = [
+    "MappingFailureError",
+    "MultiSourceDataset",
+    "MultiSourceLoader",
+    "build_train_loader",
+    "build_test_loader",
+]
 
 logger = logging.getLogger(__name__)
 
+MAX_ATTEMPTS = 20  # consecutive records tried for one sample before the source is declared broken
+MIN_ATTEMPTS_FOR_RATE = 100  # the failure rate is judged over at least this many attempts
 
-class SafeMapper:
-    """Wraps a mapper: a sample whose mapping raises is logged, counted and skipped (``None``),
-    so detectron2's dataset draws another one instead of killing training."""
 
-    def __init__(self, mapper, dataset_name: str):
-        self.mapper = mapper
-        self.dataset_name = dataset_name
-        self.num_failed = 0
+class MappingFailureError(RuntimeError):
+    """A source's mapper fails too often: the data (or the mapper's configuration) is broken."""
 
-    def __call__(self, dataset_dict: dict):
+
+@dataclass
+class MappedSample:
+    """A mapped sample and what it took: records that raised (``failed``) or gave no region
+    (``empty``) before it, each replaced by another record of the same source."""
+
+    source: int
+    sample: dict
+    failed: int
+    empty: int
+
+
+@contextlib.contextmanager
+def _seeded_rngs(seed: int):
+    """numpy's, Python's and torch's (CPU) global generators seeded with ``seed`` inside the block
+    and restored after it, so mappers and detectron2 augmentations draw from the sample's seed."""
+    np_state, py_state = np.random.get_state(), random.getstate()
+    with torch.random.fork_rng(devices=[]):
+        np.random.seed(seed)
+        random.seed(seed)
+        torch.default_generator.manual_seed(seed)
         try:
-            return self.mapper(dataset_dict)
-        except Exception as error:
-            self.num_failed += 1
-            logger.warning(
-                "%s: skipped %s (%s: %s); %d skipped so far in this worker",
-                self.dataset_name,
-                dataset_dict.get("file_name"),
-                type(error).__name__,
-                error,
-                self.num_failed,
-            )
-            return None
+            yield
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
 
 
-def _source_records(source: SourceConfig) -> list[dict]:
-    records = list(itertools.chain.from_iterable(DatasetCatalog.get(name) for name in source.train_datasets))
-    if not records:
-        raise ValueError(f"datasets {list(source.train_datasets)} have no records")
-    return records
+class MultiSourceDataset(torch.utils.data.Dataset):
+    """The records of every source, serialized, and each source's mapper.
+
+    ``dataset[key]`` maps record ``key.record`` of source ``key.source`` with the global random
+    generators seeded from ``key.seed``. A record whose mapper raises (logged and counted as
+    failed) or returns ``None`` (no usable region: counted as empty) is replaced by another record
+    of the same source, drawn from ``key.seed``; after :data:`MAX_ATTEMPTS` records in a row the
+    source is declared broken (:class:`MappingFailureError`).
+
+    Args:
+        names: source names.
+        records: per source, its serialized records (``DatasetFromList``).
+        mappers: per source, ``dataset dict -> region sample or None``.
+    """
+
+    def __init__(self, names: list[str], records: list[DatasetFromList], mappers: list):
+        self.names = names
+        self.records = records
+        self.mappers = mappers
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self.records)
+
+    def __getitem__(self, key: SampleKey) -> MappedSample:
+        records = self.records[key.source]
+        rng = np.random.default_rng(key.seed)
+        index, failed, empty = key.record, 0, 0
+        for attempt in range(MAX_ATTEMPTS):
+            record = records[index]
+            try:
+                with _seeded_rngs((key.seed + attempt) % 2**32):
+                    sample = self.mappers[key.source](record)
+            except Exception as error:
+                failed += 1
+                logger.warning(
+                    "source %s: mapping %s failed (%s: %s); replaced by another record",
+                    self.names[key.source], record.get("file_name"), type(error).__name__, error,
+                )
+                last_error = error
+            else:
+                if sample is not None:
+                    return MappedSample(key.source, sample, failed, empty)
+                empty += 1
+                last_error = None
+            index = int(rng.integers(len(records)))
+        raise MappingFailureError(
+            f"source {self.names[key.source]}: {MAX_ATTEMPTS} records in a row could not be mapped "
+            f"({failed} raised, {empty} had no usable region); last error: {last_error!r}"
+        ) from last_error
+
+
+class SourceBatchCollator:
+    """One source's :class:`MappedSample` list -> (source index, batch, counts of samples / failed /
+    empty); the batch is collated by ``collate_regions`` and carries its ``task_info``."""
+
+    def __init__(self, names: list[str], task_infos: dict[str, dict], pad_token_id: int):
+        self.names = names
+        self.task_infos = task_infos
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, items: list[MappedSample]) -> tuple[int, dict, np.ndarray]:
+        source = items[0].source
+        batch = {**collate_regions([i.sample for i in items], self.pad_token_id), "task_info": self.task_infos[self.names[source]]}
+        return source, batch, np.array([len(items), sum(i.failed for i in items), sum(i.empty for i in items)])
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """Loader workers leave SIGINT / SIGTERM to the training process, which stops cleanly and then
+    shuts them down (a Ctrl-C reaches the whole process group)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class MultiSourceLoader:
-    """Iterates ``{source: batch}`` with every source in every step."""
+    """Iterable of training steps ``{source_name: batch}``, starting at step :attr:`start_iter`
+    (read when the first step is requested: the trainer sets it when it resumes).
 
-    def __init__(self, loaders: dict[str, torch.utils.data.DataLoader], task_infos: dict[str, dict]):
-        self.loaders = loaders
-        self.task_infos = task_infos
+    Counts per source the samples delivered and the records that failed or were empty, and stops
+    with :class:`MappingFailureError` when more than ``max_failure_rate`` of a source's mapping
+    attempts raised (judged over at least :data:`MIN_ATTEMPTS_FOR_RATE` attempts).
+
+    Args:
+        dataset: the sources' records and mappers.
+        sampler_args: :class:`MultiSourceSampler` arguments except ``start_iter``.
+        collator: turns a source's samples into its batch.
+        num_workers: loader worker processes for all sources together.
+        max_failure_rate: see above.
+    """
+
+    def __init__(
+        self,
+        dataset: MultiSourceDataset,
+        sampler_args: dict,
+        collator: SourceBatchCollator,
+        *,
+        num_workers: int,
+        max_failure_rate: float,
+    ):
+        self.dataset = dataset
+        self.sampler_args = sampler_args
+        self.collator = collator
+        self.num_workers = num_workers
+        self.max_failure_rate = max_failure_rate
+        self.start_iter = 0
+        self.counts = np.zeros((len(dataset.names), 3), dtype=np.int64)  # samples, failed, empty
+
+    @property
+    def names(self) -> list[str]:
+        return self.dataset.names
+
+    def fingerprint(self) -> dict:
+        """What determines the stream: a resumed run continues it exactly only if this is unchanged."""
+        args = self.sampler_args
+        return {
+            "sources": self.names,
+            "num_records": list(args["num_records"]),
+            "batch_sizes": list(args["batch_sizes"]),
+            "ratios": list(args["ratios"]),
+            "seed": args["seed"],
+            "world_size": args["world_size"],
+        }
 
     def __iter__(self):
-        iterators = {name: iter(loader) for name, loader in self.loaders.items()}
-        while True:
-            yield {name: {**next(iterator), "task_info": self.task_infos[name]} for name, iterator in iterators.items()}
-
-
-def build_train_loader(cfg: DataConfig, tokenizer: CaptionTokenizer) -> MultiSourceLoader:
-    """Per-source loaders with a shared worker budget (``cfg.num_workers`` in total per process)."""
-    names = list(cfg.sources)
-    workers = {name: cfg.num_workers // len(names) + (i < cfg.num_workers % len(names)) for i, name in enumerate(names)}
-    loaders, task_infos = {}, {}
-    for name, source in cfg.sources.items():
-        mapper = build_region_mapper(
-            source.train_datasets[0], source.mapper, is_train=True, tokenizer=tokenizer, source=name, task_type=source.task_type
+        sampler = MultiSourceSampler(**self.sampler_args, start_iter=self.start_iter)
+        loader = torch.utils.data.DataLoader(
+            self.dataset,
+            batch_sampler=sampler,
+            collate_fn=self.collator,
+            num_workers=self.num_workers,
+            worker_init_fn=_ignore_stop_signals if self.num_workers > 0 else None,
         )
-        loaders[name] = build_detection_train_loader(
-            _source_records(source),
-            mapper=SafeMapper(mapper, name),
-            total_batch_size=source.batch_size * comm.get_world_size(),
-            aspect_ratio_grouping=False,
-            num_workers=workers[name],
-            collate_fn=partial(collate_regions, pad_token_id=tokenizer.pad_token_id),
+        source_batches = iter(loader)  # in sampler order: each step's sources, step after step
+        for step in itertools.count(self.start_iter):
+            batches = {}
+            for _ in sampler.schedule.sources_at(step):
+                source, batch, counts = next(source_batches)
+                batches[self.names[source]] = batch
+                self.counts[source] += counts
+            self._check_failure_rate()
+            yield batches
+
+    def _check_failure_rate(self) -> None:
+        for name, (samples, failed, empty) in zip(self.names, self.counts):
+            attempts = samples + failed + empty
+            if failed > self.max_failure_rate * max(attempts, MIN_ATTEMPTS_FOR_RATE):
+                raise MappingFailureError(
+                    f"source {name}: the mapper raised on {failed} of {attempts} records, more than "
+                    f"data.max_failure_rate={self.max_failure_rate}; see the warnings above for the files and errors"
+                )
+
+    def state_dict(self) -> dict:
+        return {"fingerprint": self.fingerprint()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Warns when the checkpoint's stream differs from this one (batches will not continue it)."""
+        saved, current = state.get("fingerprint"), self.fingerprint()
+        if saved != current:
+            logger.warning(
+                "the data stream differs from the checkpoint's (%s vs now %s): resuming does not continue it exactly",
+                saved, current,
+            )
+
+
+def build_train_loader(cfg: DataConfig, tokenizer: CaptionTokenizer, seed: int) -> MultiSourceLoader:
+    """The multi-source loader of ``cfg.sources`` for this rank.
+
+    Args:
+        cfg: the data config (sources, ``num_workers`` for all sources, ``max_failure_rate``).
+        tokenizer: caption tokenizer used by the mappers.
+        seed: shared by all ranks (step schedule, record permutations, sample randomness).
+    """
+    names, records, mappers, task_infos = [], [], [], {}
+    for name, source in cfg.sources.items():
+        source_records = list(itertools.chain.from_iterable(DatasetCatalog.get(d) for d in source.train_datasets))
+        if not source_records:
+            raise ValueError(f"source {name}: datasets {list(source.train_datasets)} have no records")
+        names.append(name)
+        records.append(DatasetFromList(source_records, copy=False, serialize=True))
+        mappers.append(
+            build_region_mapper(
+                source.train_datasets[0], source.mapper, is_train=True, tokenizer=tokenizer, source=name, task_type=source.task_type
+            )
         )
         task_infos[name] = {
             "task_name": name,
             "task_type": source.task_type,
             "dataset_name": ",".join(source.train_datasets),
             "batch_size": source.batch_size,
-            "loss_weight": source.loss_weight,
+            "sampling_ratio": source.sampling_ratio,
         }
-    logger.info("train loader: sources %s, workers %s", names, workers)
-    return MultiSourceLoader(loaders, task_infos)
+    sources = list(cfg.sources.values())
+    sampler_args = {
+        "num_records": [len(r) for r in records],
+        "batch_sizes": [s.batch_size for s in sources],
+        "ratios": [s.sampling_ratio for s in sources],
+        "seed": seed,
+        "rank": comm.get_rank(),
+        "world_size": comm.get_world_size(),
+    }
+    loader = MultiSourceLoader(
+        MultiSourceDataset(names, records, mappers),
+        sampler_args,
+        SourceBatchCollator(names, task_infos, tokenizer.pad_token_id),
+        num_workers=cfg.num_workers,
+        max_failure_rate=cfg.max_failure_rate,
+    )
+    fingerprints = comm.all_gather(loader.fingerprint())
+    if any(f != fingerprints[0] for f in fingerprints):
+        raise RuntimeError(f"ranks disagree on the data stream (lockstep needs the same sources and seed): {fingerprints}")
+    logger.info(
+        "train loader: %s; %d workers for all sources",
+        ", ".join(f"{n} ({len(r)} records, batch {s.batch_size}, ratio {s.sampling_ratio})" for n, r, s in zip(names, records, sources)),
+        cfg.num_workers,
+    )
+    return loader
 
 
 def build_test_loader(

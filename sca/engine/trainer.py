@@ -1,8 +1,14 @@
 """Training and evaluation on detectron2's engine.
 
 ``Trainer`` composes detectron2's ``SimpleTrainer`` (or ``AMPTrainer`` for float16 with a grad
-scaler) with its hooks: iteration timer, LR schedule, periodic checkpoint, evaluation at the end
-(and every ``evaluation.period`` iterations) and console / JSON / TensorBoard writers.
+scaler) with its hooks: iteration timer, LR schedule, periodic (atomic) checkpoint, clean stop on
+SIGTERM / SIGINT, evaluation at the end (and every ``evaluation.period`` iterations), per-source
+data counters and console / JSON / TensorBoard writers.
+
+Runs resume exactly: the data stream is a function of the seed and the iteration
+(:mod:`sca.data.source_schedule`) and the model's random generator is reseeded from
+``(seed, rank, iteration)`` every step, so a run resumed at iteration k computes what an
+uninterrupted run computes from k on (bit for bit on CPU with deterministic algorithms).
 """
 
 from __future__ import annotations
@@ -12,8 +18,8 @@ import os
 import weakref
 from collections import OrderedDict
 
+import numpy as np
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.engine import AMPTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.engine.defaults import create_ddp_model, default_writers
 from detectron2.evaluation import inference_on_dataset, print_csv_format
@@ -23,6 +29,8 @@ from sca.config import SCAConfig
 from sca.data.image_exclusion import with_image_exclusions
 from sca.data.multi_source import build_test_loader, build_train_loader
 from sca.data.skip_counts import SkipCountLogger
+from sca.engine.checkpoint import AtomicCheckpointer
+from sca.engine.graceful_stop import GracefulStop
 from sca.engine.optimizer import build_lr_scheduler, build_optimizer
 from sca.evaluation.caption_evaluator import CaptionEvaluator
 from sca.modeling.build import build_model, is_pretrained_dir
@@ -70,16 +78,21 @@ class Trainer(TrainerBase):
         model = build_model(cfg).to(device)
         model.autocast_dtype = _autocast_dtype(cfg)
         optimizer = build_optimizer(cfg.solver, model)
-        data_loader = SkipCountLogger(build_train_loader(with_image_exclusions(cfg.data), model.tokenizer))
-        ddp_model = create_ddp_model(model, broadcast_buffers=False)
+        data_loader = build_train_loader(with_image_exclusions(cfg.data), model.tokenizer, seed=cfg.seed)
+        # Ranks train on the same sources at every step (lockstep), but which trainable parts a step
+        # uses still varies: prompt types are sampled per region (point / mask encoders), and SAM's
+        # IoU head gets no loss when SAM trains; DDP must therefore look for unused parameters.
+        device_ids = [comm.get_local_rank()] if device.type == "cuda" else None
+        ddp_model = create_ddp_model(model, broadcast_buffers=False, device_ids=device_ids, find_unused_parameters=True)
         if cfg.solver.amp and cfg.solver.amp_dtype == "float16":
             model.autocast_dtype = None  # AMPTrainer runs its own float16 autocast with a grad scaler
-            self._trainer = AMPTrainer(ddp_model, data_loader, optimizer)
+            self._trainer = AMPTrainer(ddp_model, SkipCountLogger(data_loader), optimizer)
         else:
-            self._trainer = SimpleTrainer(ddp_model, data_loader, optimizer)
+            self._trainer = SimpleTrainer(ddp_model, SkipCountLogger(data_loader), optimizer)
         self.model = model
+        self.data_loader = data_loader
         self.scheduler = build_lr_scheduler(cfg.solver, optimizer)
-        self.checkpointer = DetectionCheckpointer(
+        self.checkpointer = AtomicCheckpointer(
             model, cfg.output_dir, optimizer=optimizer, scheduler=self.scheduler, trainer=weakref.proxy(self)
         )
         self.start_iter = 0
@@ -96,10 +109,21 @@ class Trainer(TrainerBase):
             hook_list.append(
                 hooks.PeriodicCheckpointer(self.checkpointer, cfg.solver.checkpoint_period, max_to_keep=cfg.solver.max_to_keep)
             )
+        hook_list.append(GracefulStop(self.checkpointer))
         hook_list.append(hooks.EvalHook(cfg.evaluation.period, lambda: evaluate(cfg, self.model)))
+        hook_list.append(hooks.CallbackHook(after_step=self._write_data_counters))
         if comm.is_main_process():
             hook_list.append(hooks.PeriodicWriter(default_writers(cfg.output_dir, self.max_iter), period=cfg.log_period))
         return hook_list
+
+    def _write_data_counters(self, trainer) -> None:
+        """Per source: samples trained on, records that failed to map / had no region (replaced)."""
+        if (self.iter + 1) % self.cfg.log_period and self.iter + 1 < self.max_iter:
+            return
+        for name, (samples, failed, empty) in zip(self.data_loader.names, self.data_loader.counts):
+            self.storage.put_scalars(
+                **{f"data/{name}/samples": samples, f"data/{name}/failed": failed, f"data/{name}/empty": empty}, smoothing_hint=False
+            )
 
     def resume_or_load(self, resume: bool = True) -> None:
         """Resume from the last checkpoint in ``output_dir`` (``resume=True``), else load
@@ -108,19 +132,25 @@ class Trainer(TrainerBase):
         self.checkpointer.resume_or_load(weights, resume=resume)
         if resume and self.checkpointer.has_checkpoint():
             self.start_iter = self.iter + 1
+        self.data_loader.start_iter = self.start_iter
 
     def train(self):
         super().train(self.start_iter, self.max_iter)
 
     def run_step(self):
+        step_seed = np.random.SeedSequence([self.cfg.seed, comm.get_rank(), self.iter]).generate_state(1)[0]
+        torch.manual_seed(int(step_seed))
         self._trainer.iter = self.iter
         self._trainer.run_step()
 
     def state_dict(self):
         ret = super().state_dict()
         ret["_trainer"] = self._trainer.state_dict()
+        ret["data_loader"] = self.data_loader.state_dict()
         return ret
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
         self._trainer.load_state_dict(state_dict["_trainer"])
+        if "data_loader" in state_dict:
+            self.data_loader.load_state_dict(state_dict["data_loader"])

@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from sca.data.datasets.catalog import register_split
 
 __all__ = [
     "PanopticSplit",
@@ -138,20 +138,20 @@ def register_panoptic_source(
 
     Registering the same name again replaces the previous entry instead of failing.
     """
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-    DatasetCatalog.register(name, loader)
     paths = {"sem_seg_root": sem_seg_root} if sem_seg_root else {}
-    MetadataCatalog.get(name).set(
-        image_root=image_root,
-        panoptic_root=panoptic_root,
-        panoptic_json=panoptic_json,
-        evaluator_type=evaluator_type,
-        ignore_label=255,
-        label_divisor=1000,
-        **paths,
-        **metadata,
+    register_split(
+        name,
+        loader,
+        dict(
+            image_root=image_root,
+            panoptic_root=panoptic_root,
+            panoptic_json=panoptic_json,
+            evaluator_type=evaluator_type,
+            ignore_label=255,
+            label_divisor=1000,
+            **paths,
+            **metadata,
+        ),
     )
 
 

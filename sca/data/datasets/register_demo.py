@@ -18,8 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from panopticapi.utils import id2rgb
 from PIL import Image
 from tqdm import tqdm
 
+from sca.data.datasets.generated_folder import generate_once
 from sca.data.datasets.panoptic_json import load_panoptic_json, panoptic_metadata, register_panoptic_source
 
 __all__ = ["DEMO_CATEGORIES", "DEMO_SPLITS", "demo_root", "ensure_demo_data", "register_all_demo"]
@@ -84,7 +83,6 @@ _VERSION = hashlib.sha1(
         [GENERATOR_REVISION, asdict(SPEC), {k: asdict(v) for k, v in DEMO_SPLITS.items()}, DEMO_CATEGORIES], sort_keys=True
     ).encode()
 ).hexdigest()[:10]
-_COMPLETE = "COMPLETE"
 
 
 def demo_root() -> Path:
@@ -186,25 +184,12 @@ def _generate_split(root: Path, split: DemoSplit) -> None:
 
 def ensure_demo_data(root: Path | None = None) -> Path:
     """Generate the demo data into ``root`` unless a complete copy is there; returns ``root``."""
-    root = Path(root) if root is not None else demo_root()
-    if (root / _COMPLETE).is_file():
-        return root
-    if root.exists():
-        raise FileExistsError(f"{root} exists but holds no complete demo dataset (no {_COMPLETE} marker); remove it")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
-    try:
+
+    def generate(folder: Path) -> None:
         for split in DEMO_SPLITS.values():
-            _generate_split(staging, split)
-        (staging / _COMPLETE).write_text(_VERSION + "\n")
-        try:
-            os.rename(staging, root)
-        except OSError:  # another process finished first; its copy is identical
-            if not (root / _COMPLETE).is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return root
+            _generate_split(folder, split)
+
+    return generate_once(Path(root) if root is not None else demo_root(), generate, _VERSION, "demo dataset")
 
 
 def _load_split(name: str) -> list[dict]:
