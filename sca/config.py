@@ -63,6 +63,9 @@ class SourceConfig:
     """One training source: which registered datasets, how they are mapped and batched."""
 
     train_datasets: List[str] = MISSING
+    # registered splits whose images (by image_id) this source does not train on, e.g. the RefCOCO
+    # val/test splits for a COCO source: their images are COCO train images
+    exclude_images_of: List[str] = field(default_factory=list)
     task_type: str = "recognition"  # "recognition" (class names) or "caption" (free text)
     batch_size: int = 2  # images per GPU per step
     sampling_ratio: float = 1.0  # fraction of steps this source takes part in (same steps on every rank)

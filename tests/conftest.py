@@ -82,3 +82,31 @@ def assert_same_batches(first: list[dict], second: list[dict]) -> None:
             for key, value in a[name]["regions"].items():
                 other = b[name]["regions"][key]
                 assert torch.equal(value, other) if isinstance(value, torch.Tensor) else value == other, key
+
+
+@pytest.fixture(scope="session")
+def run_preparation():
+    """Run ``datasets/<name>.py`` as ``__main__`` in this process with ``args`` (and from ``cwd``
+    when given); returns (exit code, stdout + stderr)."""
+    import contextlib
+    import io
+    import runpy
+    import sys
+    from pathlib import Path
+
+    def run(name: str, *args, cwd=None) -> tuple[int, str]:
+        argv, old_cwd, output, code = sys.argv, os.getcwd(), io.StringIO(), 0
+        sys.argv = [name, *map(str, args)]
+        try:
+            if cwd is not None:
+                os.chdir(cwd)
+            with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
+                runpy.run_path(str(Path(__file__).resolve().parent.parent / "datasets" / f"{name}.py"), run_name="__main__")
+        except SystemExit as exit_:
+            code = exit_.code
+        finally:
+            sys.argv = argv
+            os.chdir(old_cwd)
+        return code, output.getvalue()
+
+    return run

@@ -1,11 +1,8 @@
 """COCO panoptic and ADE20k panoptic: preparation scripts, registration, mapper and detectron2's own
 tools, on trees written in the official layouts (``sca.data.datasets.synthetic_trees``)."""
 
-import contextlib
-import io
 import json
 import os
-import runpy
 import subprocess
 import sys
 import zipfile
@@ -37,23 +34,6 @@ SCRIPTS = ["prepare_coco_semantic_from_panoptic", "prepare_ade20k_sem_seg", "pre
 SOURCES = {"coco": "sca_coco_panoptic", "ade20k": "sca_ade20k_panoptic"}
 
 
-def run_script(name: str, *args, cwd: Path) -> tuple[int, str]:
-    """Run ``datasets/<name>.py`` as ``__main__`` in this process from ``cwd``; (exit code, stdout + stderr)."""
-    argv, old_cwd, output = sys.argv, os.getcwd(), io.StringIO()
-    sys.argv = [name, *map(str, args)]
-    os.chdir(cwd)
-    code = 0
-    try:
-        with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
-            runpy.run_path(str(ROOT / "datasets" / f"{name}.py"), run_name="__main__")
-    except SystemExit as exit_:
-        code = exit_.code
-    finally:
-        sys.argv = argv
-        os.chdir(old_cwd)
-    return code, output.getvalue()
-
-
 def add_phantom_segment(json_file: Path, index: int) -> None:
     """List a segment in annotation ``index`` that its PNG does not contain."""
     content = json.loads(json_file.read_text())
@@ -63,7 +43,7 @@ def add_phantom_segment(json_file: Path, index: int) -> None:
 
 
 @pytest.fixture(scope="session")
-def tree(tmp_path_factory):
+def tree(tmp_path_factory, run_preparation):
     """A prepared datasets root: COCO and raw ADE20k written, then every preparation script run
     (from an unrelated working directory), then both sources registered on it.
 
@@ -76,7 +56,7 @@ def tree(tmp_path_factory):
     write_ade20k_raw_tree(root, "train", 4, seed=3)
     write_ade20k_raw_tree(root, "val", 4, seed=4, max_things=10)
     for i, script in enumerate(SCRIPTS):
-        code, output = run_script(script, "--root", root, "--workers", 2 if i == 0 else 1, cwd=elsewhere)
+        code, output = run_preparation(script, "--root", root, "--workers", 2 if i == 0 else 1, cwd=elsewhere)
         assert code == 0, output
     (root / "coco/train2017/000000000001.jpg").unlink()
     (root / "ADEChallengeData2016/images/training/ADE_train_00000001.jpg").unlink()
@@ -177,18 +157,18 @@ def test_ade20k_instance_json_holds_every_instance_as_rle(tree):
             assert ann["area"] == mask.sum() and ann["iscrowd"] == 0
 
 
-def test_scripts_skip_finished_work_on_a_second_run(tree, tmp_path):
+def test_scripts_skip_finished_work_on_a_second_run(tree, tmp_path, run_preparation):
     semantic = tree / "coco/panoptic_semseg_val2017"
     before = {p.name: p.stat().st_mtime_ns for p in semantic.iterdir()}
-    code, output = run_script("prepare_coco_semantic_from_panoptic", "--root", tree, cwd=tmp_path)
+    code, output = run_preparation("prepare_coco_semantic_from_panoptic", "--root", tree, cwd=tmp_path)
     assert code == 0 and "nothing to do" in output
     assert {p.name: p.stat().st_mtime_ns for p in semantic.iterdir()} == before
-    code, output = run_script("prepare_ade20k_pan_seg", "--root", tree, cwd=tmp_path)
+    code, output = run_preparation("prepare_ade20k_pan_seg", "--root", tree, cwd=tmp_path)
     assert code == 0 and output.count("split skipped") == 2
     assert not list(tree.rglob(".*.partial-*"))  # atomic writes leave no partial files
 
 
-def test_missing_inputs_are_explained_without_a_stack_trace(tmp_path, monkeypatch):
+def test_missing_inputs_are_explained_without_a_stack_trace(tmp_path, monkeypatch, run_preparation):
     """Run as a command from an unrelated directory, root from $DETECTRON2_DATASETS."""
     root = tmp_path / "datasets"
     write_coco_panoptic_tree(root, "val", 1)
@@ -210,7 +190,7 @@ def test_missing_inputs_are_explained_without_a_stack_trace(tmp_path, monkeypatc
             png.unlink()
         (root / "ADEChallengeData2016/annotations_instance" / folder).rmdir()
     monkeypatch.setenv("DETECTRON2_DATASETS", str(root))
-    code, output = run_script("prepare_ade20k_pan_seg", cwd=tmp_path)
+    code, output = run_preparation("prepare_ade20k_pan_seg", cwd=tmp_path)
     assert code == 2 and "annotations_instance.tar" in output and "ADEChallengeData2016" in output
 
 

@@ -10,7 +10,7 @@ import sys
 from contextlib import nullcontext
 from multiprocessing import Pool
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, TextIO
 
 import numpy as np
 from PIL import Image
@@ -23,6 +23,7 @@ __all__ = [
     "require",
     "save_png",
     "save_json",
+    "write_text_atomically",
     "parallel_map",
     "run",
 ]
@@ -70,12 +71,18 @@ def save_png(path: Path, array: np.ndarray) -> None:
 
 def save_json(path: Path, content: dict) -> None:
     """Save ``content`` as JSON, atomically."""
+    write_text_atomically(path, lambda f: json.dump(content, f))
 
-    def write(partial: Path) -> None:
-        with open(partial, "w") as f:
-            json.dump(content, f)
 
-    _atomic(path, write)
+def write_text_atomically(path: Path, write: Callable[[TextIO], None]) -> None:
+    """Call ``write`` with a text file that becomes ``path`` only once ``write`` returns (for
+    outputs written piece by piece)."""
+
+    def write_partial(partial: Path) -> None:
+        with open(partial, "w", encoding="utf-8") as f:
+            write(f)
+
+    _atomic(path, write_partial)
 
 
 def parallel_map(function: Callable, items: list, workers: int, desc: str) -> Iterator:

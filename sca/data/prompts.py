@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["PROMPT_TYPES", "PROMPT_TYPE_IDS", "sample_prompt_types", "sample_points", "sample_points_in_mask"]
+__all__ = [
+    "PROMPT_TYPES",
+    "PROMPT_TYPE_IDS",
+    "sample_prompt_types",
+    "sample_points",
+    "sample_points_in_mask",
+    "sample_points_in_boxes",
+]
 
 PROMPT_TYPES = ("box", "point", "mask")
 PROMPT_TYPE_IDS = {name: i for i, name in enumerate(PROMPT_TYPES)}
@@ -41,3 +48,10 @@ def sample_points_in_mask(rng: np.random.Generator, mask: np.ndarray, num_points
         return sample_points(rng, ys, xs, num_points)
     flat = flat[np.sort(first)[:num_points]]
     return np.stack([flat % width + 0.5, flat // width + 0.5], axis=1).astype(np.float32)
+
+
+def sample_points_in_boxes(rng: np.random.Generator, boxes: np.ndarray, num_points: int) -> np.ndarray:
+    """``num_points`` points (x, y) drawn uniformly inside each XYXY box: (R, num_points, 2) float32."""
+    boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 1, 4)
+    fractions = rng.random((len(boxes), num_points, 2), dtype=np.float32)
+    return boxes[..., :2] + fractions * (boxes[..., 2:] - boxes[..., :2])

@@ -18,7 +18,7 @@ from detectron2.structures import BoxMode
 from panopticapi.utils import rgb2id
 from pycocotools import mask as mask_util
 
-__all__ = ["RecordRegion", "record_regions"]
+__all__ = ["RecordRegion", "record_regions", "segmentation_mask"]
 
 
 @dataclass
@@ -29,9 +29,14 @@ class RecordRegion:
     mask: np.ndarray | None  # (H, W) bool; None for box-only annotations
 
 
-def _segmentation_mask(segmentation, height: int, width: int) -> np.ndarray:
+def segmentation_mask(segmentation, height: int, width: int) -> np.ndarray:
+    """(H, W) bool mask of a COCO ``segmentation``: polygons (those with fewer than 3 points are
+    ignored), uncompressed or compressed RLE."""
     if isinstance(segmentation, list):  # polygons
-        rle = mask_util.merge(mask_util.frPyObjects(segmentation, height, width))
+        polygons = [p for p in segmentation if len(p) >= 6]
+        if not polygons:
+            return np.zeros((height, width), bool)
+        rle = mask_util.merge(mask_util.frPyObjects(polygons, height, width))
     elif isinstance(segmentation["counts"], list):  # uncompressed RLE
         rle = mask_util.frPyObjects(segmentation, height, width)
     else:
@@ -65,7 +70,7 @@ def record_regions(record: dict, metadata) -> list[RecordRegion]:
             box = BoxMode.convert(list(annotation["bbox"]), annotation["bbox_mode"], BoxMode.XYXY_ABS)
             captions = list(annotation.get("sentences") or [metadata.thing_classes[annotation["category_id"]]])
             segmentation = annotation.get("segmentation")
-            mask = None if not segmentation else _segmentation_mask(segmentation, height, width)
+            mask = None if not segmentation else segmentation_mask(segmentation, height, width)
             regions.append(RecordRegion(annotation.get("id", index), captions, [float(v) for v in box], mask))
         return regions
     raise ValueError(f"record {record.get('file_name')}: neither panoptic (segments_info) nor instance (annotations) annotations")

@@ -26,6 +26,7 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
 from sca.config import SCAConfig
+from sca.data.image_exclusion import with_image_exclusions
 from sca.data.multi_source import build_test_loader, build_train_loader
 from sca.data.skip_counts import SkipCountLogger
 from sca.engine.checkpoint import AtomicCheckpointer
@@ -77,7 +78,7 @@ class Trainer(TrainerBase):
         model = build_model(cfg).to(device)
         model.autocast_dtype = _autocast_dtype(cfg)
         optimizer = build_optimizer(cfg.solver, model)
-        data_loader = build_train_loader(cfg.data, model.tokenizer, seed=cfg.seed)
+        data_loader = build_train_loader(with_image_exclusions(cfg.data), model.tokenizer, seed=cfg.seed)
         # Ranks train on the same sources at every step (lockstep), but which trainable parts a step
         # uses still varies: prompt types are sampled per region (point / mask encoders), and SAM's
         # IoU head gets no loss when SAM trains; DDP must therefore look for unused parameters.

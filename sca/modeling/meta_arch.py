@@ -73,6 +73,7 @@ class RegionCaptioner(nn.Module):
         losses = {}
         for source, batch in batches.items():
             pixels, regions, task_ids = self._prepare(batch)
+            has_masks = regions["masks"].shape[-1] > 0  # box-only sources carry (R, 0, 0): no mask loss
             output = self.captioner(
                 pixels,
                 regions,
@@ -80,7 +81,7 @@ class RegionCaptioner(nn.Module):
                 regions["input_ids"],
                 regions["attention_mask"],
                 label_smoothing=self.label_smoothing,
-                gt_masks=regions["masks"] if self.mask_loss_weight > 0 else None,
+                gt_masks=regions["masks"] if self.mask_loss_weight > 0 and has_masks else None,
             )
             weight = self.loss_weights.get(source, 1.0)
             losses[f"loss_caption/{source}"] = weight * output.loss_caption

@@ -9,9 +9,15 @@ from sca.data.datasets.register_ade20k_panoptic import register_all_ade20k_panop
 from sca.data.datasets.register_coco_panoptic import register_all_coco_panoptic
 from sca.data.datasets.register_demo import register_all_demo
 from sca.data.datasets.register_demo_refs import register_all_demo_refs
+from sca.data.datasets.register_objects365 import register_all_objects365
+from sca.data.datasets.register_refcoco import register_all_refcoco
+from sca.data.datasets.register_v3det import register_all_v3det
 
 register_all_demo()
 _root = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
 register_all_coco_panoptic(_root)
 register_all_ade20k_panoptic(_root)
 register_all_demo_refs()
+register_all_objects365(_root)
+register_all_v3det(_root)
+register_all_refcoco(_root)

@@ -2,9 +2,10 @@
 
 On disk: a COCO instances JSON (``instances.json``) plus ``refs(<split_by>).p``, a pickle (protocol
 2, often written by Python 2) of a list of refs ``{ref_id, ann_id, image_id, category_id, split,
-file_name, sent_ids, sentences: [{sent_id, raw, sent, tokens}]}``. Records follow detectron2's
-instances format, each annotation extended with ``ref_id`` and ``sentences`` (list of strings);
-an image appears once per split with one annotation per ref.
+file_name, sent_ids, sentences: [{sent_id, raw, sent, tokens}]}``, or its conversion to JSON
+(``refs(<split_by>).json``, by ``datasets/prepare_refcoco.py``), which is read instead when present.
+Records follow detectron2's instances format, each annotation extended with ``ref_id`` and
+``sentences`` (list of strings); an image appears once per split with one annotation per ref.
 """
 
 from __future__ import annotations
@@ -16,11 +17,13 @@ import pickle
 from collections import defaultdict
 from typing import Any
 
+import numpy as np
 from detectron2.structures import BoxMode
 
 from sca.data.datasets.catalog import register_split
+from sca.data.datasets.coco_boxes import clip_boxes
 
-__all__ = ["load_refs", "refer_metadata", "load_refer_instances", "register_refer_source"]
+__all__ = ["load_refs", "converted_refs_file", "refer_metadata", "load_refer_instances", "register_refer_source"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,16 +39,28 @@ class _PlainUnpickler(pickle.Unpickler):
 
 
 def load_refs(path: str) -> list[dict]:
-    """Read a ``refs(<split_by>).p`` file with restricted unpickling. Python 2 ``str`` values are
-    decoded as UTF-8 (an invalid byte becomes U+FFFD)."""
+    """Read a ``refs(<split_by>).p`` file with restricted unpickling (Python 2 ``str`` values are
+    decoded as UTF-8; an invalid byte becomes U+FFFD), or its ``.json`` conversion.
+
+    Raises:
+        ValueError: naming the file, when it holds anything but plain data or is not a list of refs.
+    """
     with open(path, "rb") as f:
         try:
-            refs = _PlainUnpickler(f, encoding="utf-8", errors="replace").load()
+            if path.endswith(".json"):
+                refs = json.load(f)
+            else:
+                refs = _PlainUnpickler(f, encoding="utf-8", errors="replace").load()
         except (pickle.UnpicklingError, EOFError, ValueError) as error:
-            raise ValueError(f"{path}: not a valid refs pickle ({error})") from error
+            raise ValueError(f"{path}: not a valid refs file ({error})") from error
     if not isinstance(refs, list) or not all(isinstance(r, dict) and all(k in r for k in _REF_KEYS) for r in refs):
         raise ValueError(f"{path}: expected a list of refs with keys {_REF_KEYS}")
     return refs
+
+
+def converted_refs_file(refs_file: str) -> str:
+    """Where ``datasets/prepare_refcoco.py`` writes the JSON conversion of a refs pickle."""
+    return os.path.splitext(refs_file)[0] + ".json"
 
 
 def refer_metadata(categories: list[dict[str, Any]]) -> dict[str, Any]:
@@ -59,17 +74,23 @@ def refer_metadata(categories: list[dict[str, Any]]) -> dict[str, Any]:
 def load_refer_instances(instances_json: str, refs_file: str, image_root: str, split: str, metadata: dict) -> list[dict]:
     """detectron2 instance dicts of the refs of ``split``, one per image.
 
-    Refs naming a missing annotation, image or category, or an image path outside ``image_root``,
-    are skipped and counted in a warning.
+    Refs naming a missing annotation or image, or an image path outside ``image_root``, are
+    skipped; an annotation box is clipped to its image, and a ref whose box has no area left is
+    skipped: all counted in a warning. An annotation of a category absent from ``metadata`` is an
+    error naming it.
 
     Args:
         instances_json: the COCO instances JSON the refs point into.
-        refs_file: the ``refs(<split_by>).p`` pickle.
+        refs_file: the ``refs(<split_by>).p`` pickle (its ``.json`` conversion is read when present).
         image_root: folder of the images named in the JSON ``images`` table.
         split: e.g. ``train``, ``val``, ``testA``.
         metadata: output of :func:`refer_metadata` (for the contiguous id map).
     """
-    refs = [r for r in load_refs(refs_file) if r["split"] == split]
+    for path in (instances_json, refs_file):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} not found: datasets/README.md shows the expected tree and how to prepare it")
+    converted = converted_refs_file(refs_file)
+    refs = [r for r in load_refs(converted if os.path.isfile(converted) else refs_file) if r["split"] == split]
     if not refs:
         raise ValueError(f"{refs_file}: no refs of split '{split}'")
     with open(instances_json) as f:
@@ -86,11 +107,18 @@ def load_refer_instances(instances_json: str, refs_file: str, image_root: str, s
             skipped["missing annotation or image"] += 1
             continue
         if ann["category_id"] not in id_map:
-            skipped["unknown category"] += 1
+            raise ValueError(f"{instances_json}: annotation {ann['id']} (ref {ref['ref_id']}) has unknown category_id {ann['category_id']}")
+        image = images[ref["image_id"]]
+        box = np.array([ann["bbox"]], dtype=np.float32).reshape(-1, 4)[:1]
+        kept, clipped = clip_boxes(box, np.array([image["width"]]), np.array([image["height"]]))
+        if not kept[0]:
+            skipped["box without area in its image"] += 1
             continue
+        skipped["box clipped to its image"] += int(clipped[0])
         by_image[ref["image_id"]].append(
             {
-                "bbox": [float(v) for v in ann["bbox"]],
+                "id": ann["id"],
+                "bbox": box[0].tolist(),
                 "bbox_mode": BoxMode.XYWH_ABS,
                 "category_id": id_map[ann["category_id"]],
                 "iscrowd": int(ann.get("iscrowd", 0)),
@@ -115,8 +143,9 @@ def load_refer_instances(instances_json: str, refs_file: str, image_root: str, s
                 "annotations": image_annotations,
             }
         )
+    skipped = {reason: count for reason, count in skipped.items() if count}
     if skipped:
-        logger.warning("%s (%s): skipped refs: %s", refs_file, split, dict(skipped))
+        logger.warning("%s (%s): refs skipped (or, for a clipped box, changed): %s", refs_file, split, skipped)
     return records
 
 

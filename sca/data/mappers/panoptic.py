@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-import torch
-from detectron2.data import detection_utils as utils
-from detectron2.data import transforms as T
 from panopticapi.utils import rgb2id
-from PIL import Image
 from pycocotools import mask as mask_util
 
-from sca.config import MapperConfig
-from sca.data.caption_tokenizer import CaptionTokenizer
-from sca.data.mappers.augmentation import build_augmentation
-from sca.data.prompts import sample_points_in_mask, sample_prompt_types
-from sca.data.skip_counts import SkipRecorder
+from sca.data.mappers.image_input import SKIPPED_IMAGES, record_skipped_image
+from sca.data.mappers.label_regions import cut_regions, label_areas, low_res_masks
+from sca.data.mappers.region_mapper import RegionMapper
+from sca.data.mappers.region_sample import sample_regions
 
 __all__ = ["PanopticRegionMapper"]
 
 
-class PanopticRegionMapper:
+class PanopticRegionMapper(RegionMapper):
     """Maps a detectron2 panoptic dataset dict to a region sample.
 
     The panoptic PNG is decoded once into a label map of the candidate segments (1..K, 0 = none),
@@ -40,36 +35,18 @@ class PanopticRegionMapper:
     full-resolution ground-truth mask in the original image frame (``mask_rles``, COCO RLE).
     """
 
-    SKIP_KINDS = ("skipped_images", "absent_segments")
-
-    def __init__(
-        self,
-        cfg: MapperConfig,
-        *,
-        is_train: bool,
-        tokenizer: CaptionTokenizer,
-        class_names: list[str],
-        source: str,
-        task_type: str,
-    ):
-        self.cfg = cfg
-        self.is_train = is_train
-        self.augmentations = T.AugmentationList(build_augmentation(cfg, is_train))
-        self.tokenizer = tokenizer
-        self.class_names = class_names
-        self.source = source
-        self.task_type = task_type
-        self.skips = SkipRecorder(self.SKIP_KINDS)
+    SKIP_KINDS = (SKIPPED_IMAGES, "absent_segments")
 
     def __call__(self, dataset_dict: dict) -> dict | None:
         rng = np.random.default_rng(np.random.randint(2**31))
-        try:
-            image = utils.read_image(dataset_dict["file_name"], format="RGB")
-            ids = _read_segment_ids(dataset_dict["pan_seg_file_name"])
-        except OSError as error:  # missing, truncated or not an image
-            self.skips.record("skipped_images", dataset_dict["file_name"], f"{self.source}: skipped an image ({error})")
+        image = self.read_image(dataset_dict)
+        if image is None:
             return None
-        utils.check_image_size(dataset_dict, image)
+        try:
+            ids = _read_segment_ids(dataset_dict["pan_seg_file_name"])
+        except OSError as error:
+            record_skipped_image(self.skips, self.source, dataset_dict["file_name"], error)
+            return None
         if ids.shape != (dataset_dict["height"], dataset_dict["width"]):
             raise ValueError(
                 f"{dataset_dict['pan_seg_file_name']}: panoptic PNG is {ids.shape[1]}x{ids.shape[0]} but its JSON "
@@ -77,45 +54,22 @@ class PanopticRegionMapper:
             )
         segments, labels, source_boxes = self._label_map(dataset_dict, ids, rng)
 
-        aug_input = T.AugInput(image, sem_seg=labels)
-        transforms = self.augmentations(aug_input)
-        image, labels = aug_input.image, aug_input.sem_seg
-        height, width = dataset_dict["height"], dataset_dict["width"]
-        valid_box = transforms.apply_box(np.array([[0, 0, width, height]], dtype=np.float32))[0]
-
+        image, labels, transforms, valid_box = self.transform(dataset_dict, image, labels)
         regions = self._regions(labels, transforms.apply_box(source_boxes), rng)
         if not regions["labels"].size and self.is_train:
             return None
         chosen_segments = [segments[k - 1] for k in regions["labels"]]
-        captions = [[self.class_names[s["category_id"]]] for s in chosen_segments]
-        chosen = [refs[rng.integers(len(refs))] if self.is_train else refs[0] for refs in captions]
-        num_regions = len(captions)
-        sample = {
-            "image": torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1))),
-            "image_id": dataset_dict["image_id"],
-            "file_name": dataset_dict["file_name"],
-            "height": height,
-            "width": width,
-            "valid_box": torch.as_tensor(valid_box, dtype=torch.float32),
-            "source": self.source,
-            "task_type": self.task_type,
-            "regions": {
-                "region_ids": torch.tensor([s["id"] for s in chosen_segments], dtype=torch.int64),
-                "category_ids": torch.tensor([s["category_id"] for s in chosen_segments], dtype=torch.int64),
-                "boxes": torch.from_numpy(regions["boxes"]),
-                "prompt_types": torch.as_tensor(sample_prompt_types(rng, self.cfg.prompt.weights, num_regions)),
-                "points": torch.from_numpy(regions["points"]),
-                "point_labels": torch.ones((num_regions, self.cfg.prompt.num_points), dtype=torch.int64),
-                "masks": torch.from_numpy(regions["masks"]),
-                "captions": captions,
-                "input_ids": self.tokenizer.encode(chosen) if chosen else [],
-            },
-        }
+        region_list = [
+            {"id": s["id"], "category_id": s["category_id"], "box": box, "points": points, "mask": mask,
+             "captions": [self.class_names[s["category_id"]]]}
+            for s, box, points, mask in zip(chosen_segments, regions["boxes"], regions["points"], regions["masks"])
+        ]
+        sample = self.assemble(dataset_dict, image, valid_box, region_list, rng)
         if not self.is_train:  # evaluation: full-resolution ground truth for mask IoU
             sample["regions"]["mask_rles"] = [
                 mask_util.encode(np.asfortranarray(ids == s["id"], dtype=np.uint8)) for s in chosen_segments
             ]
-        return self.skips.attach(sample)
+        return sample
 
     def _label_map(self, dataset_dict: dict, ids: np.ndarray, rng: np.random.Generator):
         """One label map for the candidate (non-crowd) segments, to transform with the image.
@@ -154,28 +108,11 @@ class PanopticRegionMapper:
             dict of ``labels`` (R,) 1-based segment indices, ``boxes`` (R, 4), ``points`` (R, P, 2),
             ``masks`` (R, mask_size, mask_size) bool.
         """
-        areas = _label_areas(labels, len(windows))
+        areas = label_areas(labels, len(windows))
         candidates = np.flatnonzero(areas >= self.cfg.min_region_area) + 1
-        if self.is_train:
-            candidates = rng.permutation(candidates)[: self.cfg.max_regions]
-        num_points, mask_size = self.cfg.prompt.num_points, self.cfg.mask_size
-        boxes = np.zeros((len(candidates), 4), np.float32)
-        points = np.zeros((len(candidates), num_points, 2), np.float32)
-        height, width = labels.shape
-        for i, label in enumerate(candidates):
-            x0, y0, x1, y1 = windows[label - 1]
-            x0, y0 = max(int(x0) - 2, 0), max(int(y0) - 2, 0)
-            x1, y1 = min(int(np.ceil(x1)) + 2, width), min(int(np.ceil(y1)) + 2, height)
-            mask = (labels[y0:y1, x0:x1] == label).view(np.uint8)
-            if cv2.countNonZero(mask) != areas[label - 1]:
-                x0 = y0 = 0
-                mask = (labels == label).view(np.uint8)
-            x, y, w, h = cv2.boundingRect(mask)
-            boxes[i] = (x0 + x, y0 + y, x0 + x + w, y0 + y + h)
-            points[i] = sample_points_in_mask(rng, mask[y : y + h, x : x + w].view(bool), num_points) + (x0 + x, y0 + y)
-        if labels.shape != (mask_size, mask_size):
-            labels = np.asarray(Image.fromarray(labels).resize((mask_size, mask_size), Image.NEAREST))
-        masks = labels[None] == candidates.astype(labels.dtype)[:, None, None]
+        candidates = sample_regions(rng, candidates, self.cfg.max_regions, self.is_train)
+        boxes, points = cut_regions(labels, candidates, windows, areas, self.cfg.prompt.num_points, rng)
+        masks = low_res_masks(labels, candidates, self.cfg.mask_size)
         return {"labels": candidates, "boxes": boxes, "points": points, "masks": masks}
 
 
@@ -186,10 +123,3 @@ def _read_segment_ids(png_file: str) -> np.ndarray:
     if bgr is None:
         raise OSError(f"cannot read the panoptic PNG {png_file}")
     return rgb2id(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-
-
-def _label_areas(labels: np.ndarray, num_labels: int) -> np.ndarray:
-    """Pixel count of labels 1..num_labels (an OpenCV histogram for uint8 maps: no int64 copy)."""
-    if labels.dtype == np.uint8:
-        return cv2.calcHist([labels], [0], None, [256], [0, 256]).ravel()[1 : num_labels + 1].astype(np.int64)
-    return np.bincount(labels.astype(np.int64).ravel(), minlength=num_labels + 1)[1:]

@@ -2,95 +2,117 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pycocotools.mask as mask_util
-from detectron2.data import detection_utils as utils
-from detectron2.data import transforms as T
-from detectron2.structures.masks import polygons_to_bitmask
-from PIL import Image
 
-from sca.config import MapperConfig
-from sca.data.caption_tokenizer import CaptionTokenizer
-from sca.data.mappers.augmentation import build_augmentation
-from sca.data.mappers.region_sample import assemble_region_sample
-from sca.data.prompts import sample_points
+from sca.data.mappers.image_input import SKIPPED_IMAGES
+from sca.data.mappers.label_regions import cut_regions, label_areas, low_res_masks
+from sca.data.mappers.region_mapper import RegionMapper
+from sca.data.mappers.region_sample import sample_regions
+from sca.data.record_regions import segmentation_mask
 
 __all__ = ["ReferringRegionMapper"]
 
 
-class ReferringRegionMapper:
+class ReferringRegionMapper(RegionMapper):
     """Maps a referring dataset dict (instances whose annotations carry ``ref_id`` and
     ``sentences``) to a region sample.
 
-    The image and each annotation's segmentation (polygons or RLE, rasterized first) go through
-    the same detectron2 transforms (LSJ in training, SAM's longest-side resize + pad otherwise). A region's mask is its
-    transformed segmentation, its box that mask's extent, its captions the ref's sentences (one is
-    drawn per training sample). Crowd annotations and regions cut away by the crop or smaller than
-    ``min_region_area`` are dropped; at most ``max_regions`` are sampled in training.
+    Each annotation's segmentation (polygons or RLE) is rasterized at the record's size and the
+    masks are painted into as few label maps as keep overlapping refs apart; the maps go through
+    the image's detectron2 transforms (LSJ in training, SAM's longest-side resize + pad otherwise)
+    with nearest-neighbour resizing, so each ref gets exactly the mask its own transform would
+    give. A region's mask is its transformed segmentation, its box that mask's extent, its points
+    drawn inside the mask, its captions all the ref's sentences (one is drawn per training sample;
+    evaluation keeps them all as references). Crowd annotations and regions cut away by the crop or
+    smaller than ``min_region_area`` are dropped; at most ``max_regions`` are sampled in training.
+
+    Bad input: a missing or unreadable image is skipped (``None``) and counted; an annotation whose
+    segmentation covers no pixel is dropped and counted (``empty_masks``).
 
     In training, returns ``None`` (the loader then draws another image) when no region survives;
-    in evaluation, a sample with zero regions.
+    in evaluation, a sample with zero regions, each region also carrying its full-resolution
+    ground-truth mask in the original image frame (``mask_rles``, COCO RLE).
     """
 
-    def __init__(self, cfg: MapperConfig, *, is_train: bool, tokenizer: CaptionTokenizer, source: str, task_type: str):
-        self.cfg = cfg
-        self.is_train = is_train
-        self.augmentations = T.AugmentationList(build_augmentation(cfg, is_train))
-        self.tokenizer = tokenizer
-        self.source = source
-        self.task_type = task_type
+    SKIP_KINDS = (SKIPPED_IMAGES, "empty_masks")
 
     def __call__(self, dataset_dict: dict) -> dict | None:
         rng = np.random.default_rng(np.random.randint(2**31))
-        image = utils.read_image(dataset_dict["file_name"], format="RGB")
-        utils.check_image_size(dataset_dict, image)
-        aug_input = T.AugInput(image)
-        transforms = self.augmentations(aug_input)
-        image = aug_input.image
-        height, width = dataset_dict["height"], dataset_dict["width"]
-        valid_box = transforms.apply_box(np.array([[0, 0, width, height]], dtype=np.float32))[0]
-
-        annotations = [a for a in dataset_dict["annotations"] if not a.get("iscrowd", 0)]
-        if self.is_train:
-            annotations = [annotations[i] for i in rng.permutation(len(annotations))]
-        limit = self.cfg.max_regions if self.is_train else len(annotations)
-        regions = []
-        for annotation in annotations:
-            if len(regions) == limit:
-                break
-            mask = self._mask(annotation, transforms, height, width)
-            ys, xs = np.nonzero(mask)
-            if len(xs) < self.cfg.min_region_area:
-                continue
-            low_res = Image.fromarray(mask.astype(np.uint8)).resize((self.cfg.mask_size,) * 2, Image.NEAREST)
-            regions.append(
-                {
-                    "id": annotation["ref_id"],
-                    "category_id": annotation["category_id"],
-                    "box": np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float32),
-                    "points": sample_points(rng, ys, xs, self.cfg.prompt.num_points),
-                    "mask": np.asarray(low_res) > 0,
-                    "captions": annotation["sentences"],
-                }
-            )
-        if not regions and self.is_train:
+        image = self.read_image(dataset_dict)
+        if image is None:
             return None
-        return assemble_region_sample(
-            dataset_dict, image, valid_box, regions, cfg=self.cfg, tokenizer=self.tokenizer,
-            source=self.source, task_type=self.task_type, is_train=self.is_train, rng=rng,
-        )
+        height, width = dataset_dict["height"], dataset_dict["width"]
+        annotations, masks = self._masks(dataset_dict)
+        layers, layer_of, label_of, source_boxes = _label_layers(masks, (height, width))
 
-    @staticmethod
-    def _mask(annotation: dict, transforms: T.TransformList, height: int, width: int) -> np.ndarray:
-        """The annotation's segmentation (polygons or RLE), rasterized at the record's size and
-        transformed like a segmentation map, as an (S, S) bool mask."""
-        segmentation = annotation["segmentation"]
-        if isinstance(segmentation, dict):
-            if isinstance(segmentation["counts"], list):  # uncompressed RLE
-                segmentation = mask_util.frPyObjects(segmentation, *segmentation["size"])
-            mask = mask_util.decode(segmentation)
-        else:
-            mask = polygons_to_bitmask([p for p in segmentation if len(p) >= 6], height, width)
-        if mask.shape != (height, width):
-            raise ValueError(f"segmentation of ref {annotation['ref_id']} is {mask.shape[:2]}, the image {(height, width)}")
-        return transforms.apply_segmentation(mask.astype(np.uint8)) > 0
+        image, first_layer, transforms, valid_box = self.transform(dataset_dict, image, layers[0])
+        layers = [first_layer] + [transforms.apply_segmentation(layer) for layer in layers[1:]]
+        windows = transforms.apply_box(source_boxes)
+
+        members = [np.flatnonzero(layer_of == index) for index in range(len(layers))]  # in label order
+        areas = np.zeros(len(annotations), np.int64)
+        for layer, layer_members in zip(layers, members):
+            areas[layer_members] = label_areas(layer, len(layer_members))
+        chosen = sample_regions(rng, np.flatnonzero(areas >= self.cfg.min_region_area), self.cfg.max_regions, self.is_train)
+        if not chosen.size and self.is_train:
+            return None
+        regions = [None] * len(chosen)
+        for index, (layer, layer_members) in enumerate(zip(layers, members)):
+            positions = np.flatnonzero(layer_of[chosen] == index)
+            labels = label_of[chosen[positions]]
+            boxes, points = cut_regions(layer, labels, windows[layer_members], areas[layer_members], self.cfg.prompt.num_points, rng)
+            for position, box, region_points, mask in zip(positions, boxes, points, low_res_masks(layer, labels, self.cfg.mask_size)):
+                annotation = annotations[chosen[position]]
+                regions[position] = {"id": annotation["ref_id"], "category_id": annotation["category_id"], "box": box,
+                                     "points": region_points, "mask": mask, "captions": annotation["sentences"]}
+        sample = self.assemble(dataset_dict, image, valid_box, regions, rng)
+        if not self.is_train:  # evaluation: full-resolution ground truth for mask IoU
+            sample["regions"]["mask_rles"] = [mask_util.encode(np.asfortranarray(masks[i], dtype=np.uint8)) for i in chosen]
+        return sample
+
+    def _masks(self, dataset_dict: dict) -> tuple[list[dict], list[np.ndarray]]:
+        """The non-crowd annotations whose segmentation covers some pixel, and their (H, W) bool masks."""
+        height, width = dataset_dict["height"], dataset_dict["width"]
+        annotations, masks = [], []
+        for annotation in dataset_dict["annotations"]:
+            if annotation.get("iscrowd", 0):
+                continue
+            mask = segmentation_mask(annotation["segmentation"], height, width)
+            if mask.shape != (height, width):
+                raise ValueError(f"segmentation of ref {annotation['ref_id']} is {mask.shape}, the image {(height, width)}")
+            if not mask.any():
+                key = (dataset_dict["file_name"], annotation["ref_id"])
+                self.skips.record("empty_masks", key, f"{self.source}: ref {annotation['ref_id']} of {key[0]} has an empty mask")
+                continue
+            annotations.append(annotation)
+            masks.append(mask)
+        return annotations, masks
+
+
+def _label_layers(masks: list[np.ndarray], shape: tuple[int, int]):
+    """Paint the masks into uint8 label maps, a mask going to the first map where it overlaps no
+    other one (a map holds up to 255).
+
+    Returns:
+        the maps (at least one), each mask's map and label in it (the masks of a map, in their
+        order, are labelled 1, 2, ...), and each mask's box (XYXY float32).
+    """
+    layers = [np.zeros(shape, np.uint8)]
+    counts = [0]
+    layer_of = np.zeros(len(masks), np.int64)
+    label_of = np.zeros(len(masks), np.int64)
+    boxes = np.zeros((len(masks), 4), np.float32)
+    for i, mask in enumerate(masks):
+        x, y, w, h = cv2.boundingRect(mask.view(np.uint8))
+        boxes[i] = (x, y, x + w, y + h)
+        index = next((k for k, layer in enumerate(layers) if counts[k] < 255 and not layer[y : y + h, x : x + w][mask[y : y + h, x : x + w]].any()), None)
+        if index is None:
+            layers.append(np.zeros(shape, np.uint8))
+            counts.append(0)
+            index = len(layers) - 1
+        counts[index] += 1
+        layers[index][mask] = counts[index]
+        layer_of[i], label_of[i] = index, counts[index]
+    return layers, layer_of, label_of, boxes
