@@ -1,6 +1,7 @@
 """End-to-end runs of train_net.py on the demo data (slow: each trains the tiny model on CPU)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +14,11 @@ pytestmark = pytest.mark.slow
 
 
 def train_net(*overrides, timeout=900):
+    # One OpenMP thread: on a CI box shared with other jobs, more threads oversubscribe the cores
+    # and slow training several-fold.
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "train_net.py", *overrides], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "train_net.py", *overrides], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout + result.stderr
