@@ -80,6 +80,7 @@ class DataConfig:
     test_datasets: List[str] = field(default_factory=list)
     test_mapper: MapperConfig = field(default_factory=lambda: MapperConfig(augmentation="none"))
     test_task_type: str = "recognition"
+    test_task_types: Dict[str, str] = field(default_factory=dict)  # per test dataset, overrides test_task_type
     num_workers: int = 2  # one budget for the whole loader (all sources), per process
     max_failure_rate: float = 0.01  # a source whose mapper raises on more samples than this stops the run
     test_batch_size: int = 8  # images per inference step (their regions are captioned together)
@@ -203,6 +204,10 @@ def validate(cfg: DictConfig | SCAConfig) -> None:
             raise ConfigError(f"{key}: image_size and max_regions must be positive")
     task_types = [(f"data.sources.{n}.task_type", s.task_type) for n, s in cfg.data.sources.items()]
     task_types.append(("data.test_task_type", cfg.data.test_task_type))
+    task_types += [(f"data.test_task_types.{d}", t) for d, t in cfg.data.test_task_types.items()]
+    unlisted = set(cfg.data.test_task_types) - set(cfg.data.test_datasets)
+    if unlisted:
+        raise ConfigError(f"data.test_task_types: {sorted(unlisted)} not in data.test_datasets {list(cfg.data.test_datasets)}")
     for key, task_type in task_types:
         if task_type not in cfg.model.task_types:
             raise ConfigError(f"{key}: '{task_type}' is not one of model.task_types {cfg.model.task_types}")

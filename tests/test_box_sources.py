@@ -15,7 +15,7 @@ from detectron2.data.build import get_detection_dataset_dicts
 from detectron2.utils.visualizer import Visualizer
 from PIL import Image
 
-from sca.config import MapperConfig, PromptConfig
+from sca.config import DataConfig, MapperConfig, PromptConfig, SourceConfig
 from sca.data.datasets.box_records import BoxRecords
 from sca.data.datasets.coco_boxes import read_coco_boxes
 from sca.data.datasets.json_stream import iter_top_level
@@ -28,6 +28,7 @@ from sca.data.datasets.register_objects365 import (
 from sca.data.datasets.register_v3det import V3DET_SPLITS, register_all_v3det
 from sca.data.datasets.synthetic_detection_trees import write_objects365_tree, write_v3det_tree
 from sca.data.mappers import build_region_mapper
+from sca.data.multi_source import build_test_loader, build_train_loader, compact_records
 
 ROOT = Path(__file__).resolve().parent.parent
 O365 = "sca_objects365_v2"
@@ -257,6 +258,31 @@ def test_detectron2_tools_accept_the_records(tree):
     image = np.asarray(Image.open(record["file_name"]).convert("RGB"))
     visualizer = Visualizer(image, MetadataCatalog.get(f"{O365}_val"))
     assert not np.array_equal(visualizer.draw_dataset_dict(record).get_image(), image)
+
+
+def test_loaders_hold_the_compact_records_as_they_are(tree, tokenizer):
+    """No per-record Python copy: the training and test loaders index the catalog's BoxRecords
+    (several datasets are concatenated); a catalog list is serialized instead."""
+    val = DatasetCatalog.get(f"{O365}_val")
+    assert isinstance(compact_records([f"{O365}_val"]), BoxRecords)
+    both = compact_records([f"{O365}_val", f"{O365}_train"])
+    assert isinstance(both, torch.utils.data.ConcatDataset) and len(both) == len(val) + len(DatasetCatalog.get(f"{O365}_train"))
+    assert both[len(val) - 1] == val[-1] and both[len(val)] == DatasetCatalog.get(f"{O365}_train")[0]
+    DatasetCatalog.register("sca_test_list_records", lambda: list(val))
+    try:
+        serialized = compact_records(["sca_test_list_records"])
+        assert isinstance(serialized, DatasetFromList) and [serialized[i] for i in range(len(val))] == list(val)
+    finally:
+        DatasetCatalog.remove("sca_test_list_records")
+
+    mapper = MapperConfig(image_size=64, mask_size=16, prompt=PromptConfig(weights={"box": 1.0}))
+    cfg = DataConfig(name="boxes", sources={"o365": SourceConfig(train_datasets=[f"{O365}_val"], mapper=mapper)},
+                     test_datasets=[f"{O365}_val"], test_mapper=mapper, num_workers=0)
+    train_loader = build_train_loader(cfg, tokenizer, seed=0)
+    assert isinstance(train_loader.dataset.records[0], BoxRecords)
+    assert "o365" in next(iter(train_loader))
+    test_loader = build_test_loader(cfg, f"{O365}_val", tokenizer, max_images=2)
+    assert isinstance(test_loader.dataset._dataset.dataset, BoxRecords) and len(test_loader.dataset) == 2
 
 
 # --- preparation -------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from conftest import assert_same_batches
 from sca.config import ConfigError
 from sca.config_loading import load_config
 from sca.data import multi_source
-from sca.data.multi_source import MappingFailureError, build_train_loader
+from sca.data.multi_source import MappingFailureError, build_test_loader, build_train_loader
 
 
 def mix_config(*overrides):
@@ -95,6 +95,14 @@ def test_failing_samples_are_replaced_counted_and_capped(tokenizer, monkeypatch)
     broken = build_train_loader(mix_config(demo_only, "data.max_failure_rate=0.9"), tokenizer, seed=0)
     with pytest.raises(MappingFailureError, match="in a row could not be mapped"):
         take(broken, 1)
+
+
+def test_each_test_split_is_mapped_in_its_task_type(tokenizer):
+    cfg = mix_config()
+    assert cfg.test_datasets == ["sca_demo_val", "sca_demo_refs_val"]
+    for dataset, task_type in (("sca_demo_val", "recognition"), ("sca_demo_refs_val", "caption")):
+        samples = next(iter(build_test_loader(cfg, dataset, tokenizer, max_images=2)))
+        assert [s["task_type"] for s in samples] == [task_type, task_type]
 
 
 def test_sampling_ratio_is_validated():

@@ -3,8 +3,8 @@
 
 One loader serves every source: one pool of ``num_workers`` processes (not one pool per source)
 that maps and collates per-source batches, whichever source they belong to; records of all sources
-serialized into numpy buffers (detectron2's ``DatasetFromList``) that forked workers share without
-copy-on-read growth; and a :class:`~sca.data.source_schedule.MultiSourceSampler` that decides each
+held once, compactly, in numpy buffers that forked workers share without copy-on-read growth
+(:func:`compact_records`); and a :class:`~sca.data.source_schedule.MultiSourceSampler` that decides each
 step's sources from a shared seed (lockstep across ranks) and shards records across ranks. Each
 sample's randomness is seeded from its stream position, so the batches do not depend on the number
 of workers and a resumed run continues the stream exactly.
@@ -36,6 +36,7 @@ __all__ = [
     "MappingFailureError",
     "MultiSourceDataset",
     "MultiSourceLoader",
+    "compact_records",
     "build_train_loader",
     "build_test_loader",
 ]
@@ -88,11 +89,11 @@ class MultiSourceDataset(torch.utils.data.Dataset):
 
     Args:
         names: source names.
-        records: per source, its serialized records (``DatasetFromList``).
+        records: per source, its records held compactly (:func:`compact_records`).
         mappers: per source, ``dataset dict -> region sample or None``.
     """
 
-    def __init__(self, names: list[str], records: list[DatasetFromList], mappers: list):
+    def __init__(self, names: list[str], records: list[torch.utils.data.Dataset], mappers: list):
         self.names = names
         self.records = records
         self.mappers = mappers
@@ -240,6 +241,22 @@ class MultiSourceLoader:
             )
 
 
+def compact_records(dataset_names: list[str]) -> torch.utils.data.Dataset:
+    """The records of ``dataset_names`` (concatenated), held once per process in numpy buffers.
+
+    A catalog entry that is already a ``torch.utils.data.Dataset`` (e.g. the compact
+    :class:`~sca.data.datasets.box_records.BoxRecords` of the box sources) is used as it is; a list
+    of dicts is serialized (detectron2's ``DatasetFromList``). Copying a dataset into a list first
+    would hold every record as Python objects at once (2 GB for 3M boxes)."""
+    parts = []
+    for name in dataset_names:
+        records = DatasetCatalog.get(name)
+        if not isinstance(records, torch.utils.data.Dataset):
+            records = DatasetFromList(list(records), copy=False, serialize=True)
+        parts.append(records)
+    return parts[0] if len(parts) == 1 else torch.utils.data.ConcatDataset(parts)
+
+
 def build_train_loader(cfg: DataConfig, tokenizer: CaptionTokenizer, seed: int) -> MultiSourceLoader:
     """The multi-source loader of ``cfg.sources`` for this rank.
 
@@ -250,11 +267,11 @@ def build_train_loader(cfg: DataConfig, tokenizer: CaptionTokenizer, seed: int) 
     """
     names, records, mappers, task_infos = [], [], [], {}
     for name, source in cfg.sources.items():
-        source_records = list(itertools.chain.from_iterable(DatasetCatalog.get(d) for d in source.train_datasets))
-        if not source_records:
+        source_records = compact_records(list(source.train_datasets))
+        if len(source_records) == 0:
             raise ValueError(f"source {name}: datasets {list(source.train_datasets)} have no records")
         names.append(name)
-        records.append(DatasetFromList(source_records, copy=False, serialize=True))
+        records.append(source_records)
         mappers.append(
             build_region_mapper(
                 source.train_datasets[0], source.mapper, is_train=True, tokenizer=tokenizer, source=name, task_type=source.task_type
@@ -301,12 +318,17 @@ def build_test_loader(
     contiguous shard, every image once) but with ``test_batch_size`` images per batch.
     ``max_images > 0`` keeps only the first images of the split."""
     mapper = build_region_mapper(
-        dataset_name, cfg.test_mapper, is_train=False, tokenizer=tokenizer, source=dataset_name, task_type=cfg.test_task_type
+        dataset_name,
+        cfg.test_mapper,
+        is_train=False,
+        tokenizer=tokenizer,
+        source=dataset_name,
+        task_type=cfg.test_task_types.get(dataset_name, cfg.test_task_type),
     )
-    records = DatasetCatalog.get(dataset_name)
+    records = compact_records([dataset_name])
     if max_images > 0:
-        records = records[:max_images]
-    dataset = MapDataset(DatasetFromList(records, copy=False), mapper)
+        records = torch.utils.data.Subset(records, range(min(max_images, len(records))))
+    dataset = MapDataset(records, mapper)
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=cfg.test_batch_size,
