@@ -10,12 +10,14 @@ import pycocotools.mask as mask_util
 import pytest
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from panopticapi.utils import rgb2id
 from PIL import Image
 
 from sca.config import MapperConfig, PromptConfig
 from sca.data.datasets.refer_format import load_refer_instances, load_refs, refer_metadata
 from sca.data.datasets.register_demo_refs import DEMO_REFS_SPLITS, demo_refs_root, referring_sentences
 from sca.data.mappers.referring import ReferringRegionMapper
+from sca.data.record_regions import segmentation_mask
 
 CATEGORIES = [{"id": 1, "name": "person", "supercategory": "person"}, {"id": 18, "name": "dog", "supercategory": "animal"}]
 
@@ -203,5 +205,10 @@ def test_demo_refs_source_is_in_the_refcoco_layout():
     for record in records[:20]:
         segments = demo[record["image_id"] - offset]["segments_info"]
         assert sorted(a["category_id"] for a in record["annotations"]) == sorted(s["category_id"] for s in segments)
+        pan_ids = rgb2id(np.asarray(Image.open(demo[record["image_id"] - offset]["pan_seg_file_name"]).convert("RGB")))
+        visible = sorted(np.flatnonzero(pan_ids == s["id"]).tolist() for s in segments)
+        height, width = record["height"], record["width"]
+        # masks are pixel-exact, ring holes included (polygons would fill them)
+        assert sorted(np.flatnonzero(segmentation_mask(a["segmentation"], height, width)).tolist() for a in record["annotations"]) == visible
         for annotation in record["annotations"]:
             assert annotation["sentences"][-1] == f"the {names[annotation['category_id']]}"

@@ -5,13 +5,17 @@ Each shape of a demo image becomes a ref with three sentences generated from the
 "red ring left of blue square" (relation to the nearest other shape), "left red ring" (its rank
 along x among the image's shapes) and "the red ring". Layout under the root::
 
-    refcoco_demo/instances.json          COCO instances (polygons), train and val images
+    refcoco_demo/instances.json          COCO instances (RLE masks), train and val images
     refcoco_demo/refs(demo).p            pickle (protocol 2) of refs with split "train" / "val"
     train2014/COCO_train2014_%012d.jpg   the demo images (hard links where possible)
 
 The root is ``$SCA_DEMO_REFS_ROOT``, default beside the demo data (its name carries the demo's
 version and :data:`GENERATOR_REVISION`); it is derived from the demo data on first use, into a
 temporary folder renamed into place only when complete.
+
+Masks are stored as compressed RLE, which COCO's format allows next to polygons: a ring's hole (and
+a shape partly hidden inside another's hole) cannot be expressed by COCO polygons, whose parts are
+unioned; filled polygons would teach the mask loss discs where the demo source teaches rings.
 """
 
 from __future__ import annotations
@@ -22,8 +26,8 @@ import pickle
 import shutil
 from pathlib import Path
 
-import cv2
 import numpy as np
+import pycocotools.mask as mask_utils
 from detectron2.data import DatasetCatalog
 from panopticapi.utils import rgb2id
 from PIL import Image
@@ -40,7 +44,7 @@ DEMO_REFS_SPLITS = {
     "sca_demo_refs_train": ("sca_demo_train", "train", 0),
     "sca_demo_refs_val": ("sca_demo_val", "val", 500_000),
 }
-GENERATOR_REVISION = 2  # bump when the sentences or the layout change: it is part of the root's name
+GENERATOR_REVISION = 3  # bump when the sentences or the layout change: it is part of the root's name
 
 
 def demo_refs_root() -> Path:
@@ -81,11 +85,10 @@ def referring_sentences(names: list[str], centers: np.ndarray) -> list[list[str]
     return sentences
 
 
-def _polygons(mask: np.ndarray) -> list[list[float]]:
-    """COCO polygons of a mask's outer contours, simplified to within half a pixel."""
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    polygons = [cv2.approxPolyDP(c, 0.5, True) for c in contours]
-    return [p.reshape(-1).astype(float).tolist() for p in polygons if len(p) >= 3]
+def _rle(mask: np.ndarray) -> dict:
+    """COCO compressed RLE of a (H, W) bool mask, JSON-ready."""
+    rle = mask_utils.encode(np.asfortranarray(mask, dtype=np.uint8))
+    return {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
 
 
 def _link_or_copy(source: str, target: str) -> None:
@@ -116,7 +119,7 @@ def _describe_split(staging: Path, demo_split: str, split: str, offset: int, con
                     "id": ann_id,
                     "image_id": image_id,
                     "category_id": category_id,
-                    "segmentation": _polygons(mask),
+                    "segmentation": _rle(mask),
                     "area": int(mask.sum()),
                     "bbox": segment["bbox"],
                     "iscrowd": 0,
