@@ -1,7 +1,7 @@
 """Region captioning for users: an image and box / point prompts in; masks, IoU scores and captions out.
 
     from sca.predictor import RegionCaptionPredictor
-    predictor = RegionCaptionPredictor.from_output_dir("output/demo-tiny")
+    predictor = RegionCaptionPredictor.from_output_dir("output/demo_mix-tiny")
     for region in predictor("image.jpg", boxes=[[10, 20, 80, 90]], points=[[40, 50]]):
         print(region.caption, region.iou_score, region.mask.shape)
     everything = predictor("image.jpg")  # no prompts: "anything" mode

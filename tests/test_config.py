@@ -15,11 +15,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_default_config_composes_and_interpolates():
     cfg = load_config()
-    assert cfg.data.name == "demo" and cfg.model.name == "tiny"
-    source = cfg.data.sources["demo"]
-    assert source.mapper.image_size == cfg.model.image_size == 64  # interpolated from the model
+    assert cfg.data.name == "demo_mix" and cfg.model.name == "tiny"
+    assert list(cfg.data.sources) == ["demo", "demo_refs"]  # the main job mixes two sources
+    for source in cfg.data.sources.values():
+        assert source.mapper.image_size == cfg.model.image_size == 64  # interpolated from the model
     assert cfg.data.test_mapper.mask_size == cfg.model.mask_size
-    assert cfg.output_dir == "output/demo-tiny"
+    assert cfg.output_dir == "output/demo_mix-tiny"
 
 
 @pytest.mark.parametrize("preset", ["sam_vit_b_gpt2", "sam_vit_b_gpt2_large", "sam_vit_l_gpt2_large", "sam_vit_h_gpt2_large"])

@@ -44,6 +44,10 @@ def test_short_training_learns_image_conditioned_captions(tmp_path):
     assert after["CIDEr_D"] > before["CIDEr_D"] + 50
     losses = [row["loss_caption/demo"] for row in logged(trained) if "loss_caption/demo" in row]
     assert losses[-1] < 0.2 * losses[0]
+    # The main job mixes two sources: the referring source trains in some steps and is evaluated too.
+    assert any("loss_caption/demo_refs" in row for row in logged(trained))
+    refs = json.loads((trained / "eval" / "sca_demo_refs_val" / "metrics.json").read_text())
+    assert refs["exact_match"] > refs["image_blind_exact_match"] and refs["num_regions"] > 0
     # Outputs: resolved config, checkpoint, JSON metrics with the evaluation, TensorBoard events.
     assert "image_size: 64" in (trained / "config.yaml").read_text()
     assert (trained / "model_final.pth").is_file()

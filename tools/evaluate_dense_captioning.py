@@ -1,6 +1,6 @@
 """Dense-captioning mAP (Visual Genome protocol) of a trained captioner, without ground-truth prompts.
 
-    python tools/evaluate_dense_captioning.py output/demo-tiny --dataset sca_demo_val --max-images 50
+    python tools/evaluate_dense_captioning.py output/demo_mix-tiny --dataset sca_demo_val --max-images 50
 
 Every image of the split is captioned in the predictor's "anything" mode (a grid of point prompts,
 filtered and de-duplicated masks); each predicted region is the box of its mask, its caption and

@@ -1,7 +1,7 @@
 """Load a registered split, and optionally its predictions, into a FiftyOne dataset; browse it in the App.
 
     python tools/export_fiftyone.py --dataset sca_demo_val --max-images 50 \\
-        --predictions output/demo-tiny/eval/sca_demo_val/predictions.json --launch
+        --predictions output/demo_mix-tiny/eval/sca_demo_val/predictions.json --launch
 
 Each image becomes a sample with ``ground_truth`` detections (box, mask, label = first reference
 caption, ``references``, ``region_id``) and, with ``--predictions``, ``predictions`` detections

@@ -1,8 +1,8 @@
 """Caption the regions of one image with a trained captioner.
 
-    python tools/predict.py output/demo-tiny image.jpg --box 10 20 80 90 --point 40 50
-    python tools/predict.py output/demo-tiny image.jpg            # no prompt: "anything" mode
-    python tools/predict.py output/demo-tiny image.jpg --box 10 20 80 90 \\
+    python tools/predict.py output/demo_mix-tiny image.jpg --box 10 20 80 90 --point 40 50
+    python tools/predict.py output/demo_mix-tiny image.jpg            # no prompt: "anything" mode
+    python tools/predict.py output/demo_mix-tiny image.jpg --box 10 20 80 90 \\
         --json regions.json --vis regions.png --set model.generation.num_beams=3
 
 The first argument is a training output directory (its ``config.yaml`` and last checkpoint;

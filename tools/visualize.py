@@ -2,7 +2,7 @@
 
     python tools/visualize.py --dataset sca_demo_val --output vis/ --max-images 8
     python tools/visualize.py --dataset sca_demo_val --output vis/ \\
-        --predictions output/demo-tiny/eval/sca_demo_val/predictions.json
+        --predictions output/demo_mix-tiny/eval/sca_demo_val/predictions.json
 
 One PNG per image (``<image_id>.png``): the ground truth (masks, boxes, reference captions), and
 with ``--predictions`` the predictions next to it (masks, prompt boxes, "caption (IoU score)").

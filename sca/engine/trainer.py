@@ -24,6 +24,7 @@ from detectron2.engine import AMPTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.engine.defaults import create_ddp_model, default_writers
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
+from detectron2.utils.events import get_event_storage
 
 from sca.config import SCAConfig
 from sca.data.image_exclusion import with_image_exclusions
@@ -68,6 +69,25 @@ def evaluate(cfg: SCAConfig, model: RegionCaptioner) -> OrderedDict:
     return results
 
 
+class _LogsEveryLoss:
+    """detectron2's trainers log a lone loss term only as ``total_loss``; this logs it under its
+    own name too, so a single source's ``loss_caption/<source>`` is always in the metrics."""
+
+    def _write_metrics(self, loss_dict, data_time: float, prefix: str = "") -> None:
+        super()._write_metrics(loss_dict, data_time, prefix)
+        if len(loss_dict) == 1 and comm.is_main_process():
+            storage = get_event_storage()
+            storage.put_scalar(prefix + next(iter(loss_dict)), storage.history(prefix + "total_loss").latest())
+
+
+class _SimpleTrainer(_LogsEveryLoss, SimpleTrainer):
+    pass
+
+
+class _AMPTrainer(_LogsEveryLoss, AMPTrainer):
+    pass
+
+
 class Trainer(TrainerBase):
     """Builds model, data, optimizer, schedule, checkpointer and hooks from an ``SCAConfig``."""
 
@@ -86,9 +106,9 @@ class Trainer(TrainerBase):
         ddp_model = create_ddp_model(model, broadcast_buffers=False, device_ids=device_ids, find_unused_parameters=True)
         if cfg.solver.amp and cfg.solver.amp_dtype == "float16":
             model.autocast_dtype = None  # AMPTrainer runs its own float16 autocast with a grad scaler
-            self._trainer = AMPTrainer(ddp_model, SkipCountLogger(data_loader), optimizer)
+            self._trainer = _AMPTrainer(ddp_model, SkipCountLogger(data_loader), optimizer)
         else:
-            self._trainer = SimpleTrainer(ddp_model, SkipCountLogger(data_loader), optimizer)
+            self._trainer = _SimpleTrainer(ddp_model, SkipCountLogger(data_loader), optimizer)
         self.model = model
         self.data_loader = data_loader
         self.scheduler = build_lr_scheduler(cfg.solver, optimizer)
