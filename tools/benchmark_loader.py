@@ -13,14 +13,16 @@ Part 2 (records): peak memory of this loader with 1, 2, 4 workers on a fixture o
 records (the three sources' records replicated), plus the same records held as Python lists
 instead of serialized buffers, to show what copy-on-read costs.
 
-Each configuration runs in a fresh process; a monitor samples its process tree (loader process
-+ workers) every 0.1 s. Memory is reported as the peak of the summed RSS (pages shared between
-processes counted in each, as ``ps`` shows them) and of the summed USS (pages private to one
-process: what each extra process really adds; unlike PSS it does not depend on how many other
-programs on the machine map the same libraries). Throughput is wall-clock images/s over the timed
-steps and CPU time (user + system, whole tree) per image; on a machine shared with other jobs the
-wall-clock figure depends on the scheduler's share (more processes get more of it), so part 1
-alternates the two loaders ``--repeats`` times and reports medians.
+Each configuration runs in a fresh process, twice: a *timed* run measures throughput (wall-clock
+images/s over the timed steps, and CPU time, user + system of the whole process tree, per image)
+with nothing else running; a *monitored* run samples its process tree (loader process + workers)
+every 0.1 s for memory: the peak of the summed RSS (pages shared between processes counted in each,
+as ``ps`` shows them) and of the summed USS (pages private to one process: what each extra process
+really adds; unlike PSS it does not depend on how many other programs map the same libraries).
+They are separate because reading a process's USS costs ~25 ms of CPU: sampling 7 processes every
+0.1 s takes most of a core, which on a small machine distorts throughput, and more for the loader
+with more processes. Part 1 alternates the two loaders' timed runs ``--repeats`` times and reports
+medians (on a machine shared with other jobs wall-clock figures depend on the scheduler's share).
 """
 
 from __future__ import annotations
@@ -173,44 +175,52 @@ def tree_memory(process: psutil.Process) -> tuple[int, int, int]:
     return members, rss, uss
 
 
-def run(args, kind: str, workers: int, records: int = 0) -> dict:
+def run(args, kind: str, workers: int, records: int = 0, monitored: bool = False) -> dict:
+    """One configuration in a fresh process: throughput (timed run) or memory peaks (monitored run)."""
     context = multiprocessing.get_context("fork")  # this process has imported nothing heavy yet
     results = context.Queue()
     child = context.Process(target=measure, args=(args, kind, workers, records, results))
     child.start()
-    monitored = psutil.Process(child.pid)
-    peak = (0, 0, 0)
+    tree, peak = psutil.Process(child.pid), (0, 0, 0)
     while child.is_alive() and results.empty():
-        sample = tree_memory(monitored)
-        peak = tuple(max(a, b) for a, b in zip(peak, sample))
+        if monitored:
+            peak = tuple(max(a, b) for a, b in zip(peak, tree_memory(tree)))
         time.sleep(0.1)
     try:
         images_per_s, cpu_ms_per_image = results.get(timeout=60)
     except queue.Empty:
         raise RuntimeError(f"{kind} with {workers} workers failed (exit code {child.exitcode})") from None
     child.join()
-    return {"kind": kind, "workers": workers, "records": records, "images_per_s": images_per_s, "cpu_ms": cpu_ms_per_image,
-            "processes": peak[0], "rss_mib": peak[1] / 2**20, "uss_mib": peak[2] / 2**20}
+    if monitored:
+        return {"kind": kind, "workers": workers, "records": records, "processes": peak[0], "rss_mib": peak[1] / 2**20,
+                "uss_mib": peak[2] / 2**20}
+    return {"kind": kind, "workers": workers, "records": records, "images_per_s": images_per_s, "cpu_ms": cpu_ms_per_image}
 
 
 def summarize(runs: list[dict]) -> list[dict]:
-    """One row per configuration: median throughput and CPU per image, highest memory peaks."""
+    """One row per configuration: median throughput and CPU per image of its timed runs, highest
+    memory peaks of its monitored runs."""
     rows = {}
     for run_ in runs:
         rows.setdefault((run_["kind"], run_["workers"], run_["records"]), []).append(run_)
-    return [
-        {**group[0], "runs": len(group), **{k: float(np.median([g[k] for g in group])) for k in ("images_per_s", "cpu_ms")},
-         **{k: max(g[k] for g in group) for k in ("processes", "rss_mib", "uss_mib")}}
-        for group in rows.values()
-    ]
+    summary = []
+    for (kind, workers, records), group in rows.items():
+        timed = [g for g in group if "images_per_s" in g]
+        monitored = [g for g in group if "rss_mib" in g]
+        summary.append(
+            {"kind": kind, "workers": workers, "records": records, "runs": len(timed),
+             **{k: float(np.median([g[k] for g in timed])) for k in ("images_per_s", "cpu_ms")},
+             **{k: max(g[k] for g in monitored) for k in ("processes", "rss_mib", "uss_mib")}}
+        )
+    return summary
 
 
 def print_rows(rows: list[dict]) -> None:
     labels = {"ours": "multi-source (this project)", "baseline": "zip of detectron2 loaders", "lists": "multi-source, lists"}
-    print(f"{'loader':<30}{'records':>9}{'workers':>8}{'procs':>6}{'runs':>5}{'images/s':>10}{'CPU ms/img':>11}{'peak RSS MiB':>13}{'peak USS MiB':>13}")
+    print(f"{'loader':<30}{'records':>9}{'workers':>8}{'procs':>6}{'timed':>6}{'images/s':>10}{'CPU ms/img':>11}{'peak RSS MiB':>13}{'peak USS MiB':>13}")
     for row in rows:
         records = row["records"] or "demo"
-        print(f"{labels[row['kind']]:<30}{records:>9}{row['workers']:>8}{row['processes']:>6}{row['runs']:>5}"
+        print(f"{labels[row['kind']]:<30}{records:>9}{row['workers']:>8}{row['processes']:>6}{row['runs']:>6}"
               f"{row['images_per_s']:>10.1f}{row['cpu_ms']:>11.1f}{row['rss_mib']:>13.0f}{row['uss_mib']:>13.0f}")
 
 
@@ -228,12 +238,14 @@ def main() -> None:
     parser.add_argument("--skip-records", action="store_true")
     args = parser.parse_args()
 
-    plan = []
+    plan = []  # (kind, workers, records, monitored)
     if not args.skip_compare:
-        plan += [("baseline", args.workers, 0), ("ours", args.workers, 0)] * args.repeats
+        compared = [("baseline", args.workers, 0), ("ours", args.workers, 0)]
+        plan += [(*c, False) for c in compared] * args.repeats + [(*c, True) for c in compared]
     if not args.skip_records:
-        plan += [("ours", w, args.records) for w in args.rss_workers] + [("lists", max(args.rss_workers), args.records)]
-    rows = summarize([run(args, *item) for item in tqdm(plan, desc="configurations", unit="run")])
+        configurations = [("ours", w, args.records) for w in args.rss_workers] + [("lists", max(args.rss_workers), args.records)]
+        plan += [(*c, monitored) for c in configurations for monitored in (False, True)]
+    rows = summarize([run(args, *item) for item in tqdm(plan, desc="runs (timed and monitored)", unit="run")])
 
     print(f"\n{len(SOURCES)} sources ({', '.join(SOURCES)}), batch {args.batch_size} each per step, "
           f"input {args.image_size}px, {args.steps} timed steps after {args.warmup}")
