@@ -1,11 +1,11 @@
 """Train and evaluate the SAM-prompted region captioner (SCA) with Hydra configuration.
 
-    python train_net.py                                   # demo: tiny model on CPU, a few minutes
+    python train_net.py                                   # demo: two mixed sources, tiny model on CPU, ~11 minutes
     python train_net.py data=demo model=tiny solver.max_iter=200
     python train_net.py model=sam_vit_h_gpt2_large data=... solver.max_iter=100000
     python train_net.py eval_only=true model.weights=output/demo_mix-tiny/model_final.pth
     python train_net.py resume=true                       # continue from the last checkpoint
-    python train_net.py data=demo_mix                     # two sources: demo shapes + referring expressions
+    python train_net.py data=demo                         # the demo shapes alone (one source)
     python train_net.py dist.num_gpus=2                   # 2 DDP processes (NCCL on GPUs, gloo on CPU)
     torchrun --nproc_per_node=2 train_net.py              # the same under torchrun
 """
