@@ -205,9 +205,6 @@ def validate(cfg: DictConfig | SCAConfig) -> None:
     task_types = [(f"data.sources.{n}.task_type", s.task_type) for n, s in cfg.data.sources.items()]
     task_types.append(("data.test_task_type", cfg.data.test_task_type))
     task_types += [(f"data.test_task_types.{d}", t) for d, t in cfg.data.test_task_types.items()]
-    unlisted = set(cfg.data.test_task_types) - set(cfg.data.test_datasets)
-    if unlisted:
-        raise ConfigError(f"data.test_task_types: {sorted(unlisted)} not in data.test_datasets {list(cfg.data.test_datasets)}")
     for key, task_type in task_types:
         if task_type not in cfg.model.task_types:
             raise ConfigError(f"{key}: '{task_type}' is not one of model.task_types {cfg.model.task_types}")

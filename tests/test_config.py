@@ -48,8 +48,6 @@ def test_cross_key_validation():
         load_config(["+data.sources.demo.mapper.prompt.weights.lasso=1.0"])
     with pytest.raises(ConfigError, match="task_type.*'poetry'"):
         load_config(["data.sources.demo.task_type=poetry"])
-    with pytest.raises(ConfigError, match=r"data.test_task_types: \['sca_demo_refs_val'\] not in data.test_datasets"):
-        load_config(["+data.test_task_types.sca_demo_refs_val=caption"])
     with pytest.raises(ConfigError, match="data.test_task_types.sca_demo_refs_val: 'poetry'"):
         load_config(["data=demo_mix", "data.test_task_types.sca_demo_refs_val=poetry"])
     cfg = load_config()
