@@ -81,11 +81,11 @@ class _LogsEveryLoss:
 
 
 class _SimpleTrainer(_LogsEveryLoss, SimpleTrainer):
-    pass
+    """detectron2's ``SimpleTrainer``, logging every loss term by name."""
 
 
 class _AMPTrainer(_LogsEveryLoss, AMPTrainer):
-    pass
+    """detectron2's ``AMPTrainer`` (float16 with a grad scaler), logging every loss term by name."""
 
 
 class Trainer(TrainerBase):
