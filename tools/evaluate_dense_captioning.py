@@ -4,11 +4,11 @@
 
 Every image of the split is captioned in the predictor's "anything" mode (a grid of point prompts,
 filtered and de-duplicated masks); each predicted region is the box of its mask, its caption and
-SAM's IoU score as confidence. They are scored against the split's ground-truth regions (a region
+SAM's IoU score as confidence (:mod:`sca.evaluation.anything_mode`). They are scored against the split's ground-truth regions (a region
 with several reference captions counts once, with all of them) by
 :func:`sca.evaluation.dense_captioning.dense_captioning_map`: AP averaged over box-IoU thresholds
-0.3-0.7 and METEOR thresholds 0-0.25. Prints ``mAP`` and ``detection_mAP``; ``--output`` writes
-the full breakdown as JSON.
+0.3-0.7 and METEOR thresholds 0-0.25. Prints ``mAP``, ``detection_mAP`` and the anything mode's
+recall of the ground-truth masks (mask IoU >= 0.5); ``--output`` writes the full breakdown as JSON.
 """
 
 from __future__ import annotations
@@ -17,43 +17,10 @@ import argparse
 import json
 import sys
 
-import numpy as np
-from tqdm import tqdm
-
 import sca  # noqa: F401  (detectron2 compatibility first)
 import sca.data.datasets  # noqa: F401  (registers the sources)
-from detectron2.data import DatasetCatalog, MetadataCatalog
-
-from sca.data.record_regions import record_regions
-from sca.evaluation.dense_captioning import ImageRegions, dense_captioning_map
+from sca.evaluation.anything_mode import evaluate_anything_mode
 from sca.predictor import AnythingConfig, RegionCaptionPredictor
-
-
-def ground_truth(record: dict, metadata) -> ImageRegions:
-    """One box per reference caption: identical boxes merge back into one region with all its references."""
-    pairs = [(region.box, caption) for region in record_regions(record, metadata) for caption in region.captions]
-    return ImageRegions(np.array([box for box, _ in pairs], dtype=np.float64).reshape(-1, 4), [c for _, c in pairs])
-
-
-def evaluate(
-    predictor: RegionCaptionPredictor,
-    dataset: str,
-    max_images: int = 0,
-    anything: AnythingConfig | None = None,
-    task_type: str | None = None,
-) -> dict:
-    """Caption every image in "anything" mode and score the regions against the split's ground truth."""
-    records = DatasetCatalog.get(dataset)
-    metadata = MetadataCatalog.get(dataset)
-    if max_images > 0:
-        records = records[:max_images]
-    predictions, truths = [], []
-    for record in tqdm(records, desc=f"captioning {dataset}", unit="img"):
-        regions = predictor(record["file_name"], task_type=task_type, anything=anything)
-        boxes = np.array([r.box for r in regions], dtype=np.float64).reshape(-1, 4)
-        predictions.append(ImageRegions(boxes, [r.caption for r in regions], np.array([r.iou_score for r in regions])))
-        truths.append(ground_truth(record, metadata))
-    return dense_captioning_map(predictions, truths, progress=True)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -77,9 +44,11 @@ def main(argv: list[str] | None = None) -> dict:
         stability_score_thresh=args.stability_thresh,
         max_regions=args.max_regions,
     )
-    results = evaluate(predictor, args.dataset, args.max_images, anything, args.task_type)
+    scored = evaluate_anything_mode(predictor, args.dataset, args.max_images, anything, args.task_type)
+    results = {**scored.dense_captioning, "anything_recall": scored.recall}
     print(f"{args.dataset}: mAP {results['mAP']:.2f}  detection mAP {results['detection_mAP']:.2f}  "
-          f"({results['num_predictions']} predictions, {results['num_ground_truth']} ground-truth regions)")
+          f"({results['num_predictions']} predictions, {results['num_ground_truth']} ground-truth regions); "
+          f"anything-mode recall {scored.recall:.1f}% of {scored.num_ground_truth} masks at mask IoU >= 0.5")
     if args.output:
         with open(args.output, "w") as f:
             json.dump(results, f, indent=2)
