@@ -38,6 +38,17 @@ class CaptionHeadConfig:
     task_types: list[str] = field(default_factory=lambda: ["recognition", "caption"])
     multimask_output: bool = True
 
+    @classmethod
+    def from_model_config(cls, cfg) -> "CaptionHeadConfig":
+        """The head a ``ModelConfig`` (preset) describes."""
+        return cls(
+            num_caption_tokens=cfg.num_caption_tokens,
+            mixer_layers=cfg.mixer_layers,
+            num_task_tokens=cfg.num_task_tokens,
+            task_types=list(cfg.task_types),
+            multimask_output=cfg.multimask_output,
+        )
+
 
 @dataclass
 class CaptionerOutput:
@@ -47,6 +58,7 @@ class CaptionerOutput:
     loss_mask: torch.Tensor | None
     pred_masks: torch.Tensor  # (R, M, m, m)
     iou_scores: torch.Tensor  # (R, M)
+    logits: torch.Tensor | None = None  # (R, L, V): position i predicts caption token i
 
 
 @dataclass
@@ -198,7 +210,9 @@ class SCACaptioner(nn.Module):
         valid = attention_mask.bool()
         loss_caption = F.cross_entropy(logits[valid].float(), input_ids[valid], label_smoothing=label_smoothing)
         loss_mask = None if gt_masks is None else mask_loss(pred_masks, gt_masks)
-        return CaptionerOutput(loss_caption=loss_caption, loss_mask=loss_mask, pred_masks=pred_masks, iou_scores=iou_scores)
+        return CaptionerOutput(
+            loss_caption=loss_caption, loss_mask=loss_mask, pred_masks=pred_masks, iou_scores=iou_scores, logits=logits
+        )
 
     @torch.no_grad()
     def generate(
