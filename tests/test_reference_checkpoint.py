@@ -129,7 +129,7 @@ def test_untied_copies_that_disagree_are_an_error(reference, loaded):
     [
         ({"architectures": ["ScaModel"]}, "ScaModel is not supported \\(v1"),
         ({"architectures": ["ScaMultitaskROIPoolModel"]}, "ROI-pool"),
-        ({"architectures": ["ScaTimmMultitaskV2Model"]}, "timm"),
+        ({"architectures": ["ScaTimmMultitaskV2Model"], "model_type": "sca_timm"}, "timm"),
         ({"mask_caption_decoder_config": {"num_caption_heads": 3}}, "num_caption_heads=3"),
         ({"vl_projector_type": "mlp"}, "vl_projector_type='mlp'"),
     ],
@@ -142,7 +142,7 @@ def test_unsupported_variants_are_refused(reference, tmp_path, tiny_preset, chan
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(CheckpointError, match=expected):
-        load_reference_captioner(folder, tiny_preset)
+        build_captioner(load_config(["model=tiny", f"model.weights={folder}"]).model)
 
 
 def test_convert_tool_writes_our_layout(reference, tmp_path, load_tool, loaded):
@@ -196,18 +196,27 @@ def oracle_decode(oracle, pixels, regions):
     return {key: torch.cat(value) for key, value in outputs.items()}
 
 
-def test_masks_iou_logits_and_loss_match_the_reference(loaded, oracle, fidelity_inputs):
-    pixels, regions, task_ids, input_ids, attention_mask = fidelity_inputs
+def assert_forward_matches(captioner, oracle, pixels, regions, task_ids, input_ids, attention_mask):
+    """Masks, IoU scores, LM logits and loss (label smoothing 0.1) within ``TOLERANCE``; returns
+    (our output, the oracle's decoding, the oracle's logits)."""
     with torch.no_grad():
-        ours = loaded(pixels, regions, task_ids, input_ids, attention_mask, label_smoothing=0.1)
+        ours = captioner(pixels, regions, task_ids, input_ids, attention_mask, label_smoothing=0.1)
     expected = oracle_decode(oracle, pixels, regions)
     logits, loss = oracle.logits_and_loss(oracle.prefix(expected["queries"], task_ids), input_ids, attention_mask, 0.1)
     valid = attention_mask.bool()
-    assert ours.pred_masks.shape == expected["masks"].shape == (6, 3, 64, 64)
+    size = 4 * oracle.embedding_size
+    assert ours.pred_masks.shape == expected["masks"].shape == (len(task_ids), 3, size, size)
     assert (ours.pred_masks - expected["masks"]).abs().max() <= TOLERANCE
     assert (ours.iou_scores - expected["iou_scores"]).abs().max() <= TOLERANCE
     assert (ours.logits[valid] - logits[valid]).abs().max() <= TOLERANCE
     assert abs(ours.loss_caption.item() - loss.item()) <= TOLERANCE
+    return ours, expected, logits
+
+
+def test_masks_iou_logits_and_loss_match_the_reference(loaded, oracle, fidelity_inputs):
+    pixels, regions, task_ids, input_ids, attention_mask = fidelity_inputs
+    ours, expected, logits = assert_forward_matches(loaded, oracle, *fidelity_inputs)
+    valid = attention_mask.bool()
     # The comparison is sharp: the other task's prefix, or logits off by one position, are far off.
     swapped, _ = oracle.logits_and_loss(oracle.prefix(expected["queries"], 1 - task_ids), input_ids, attention_mask)
     assert (ours.logits[valid] - swapped[valid]).abs().max() > 1e-2
@@ -232,6 +241,29 @@ def test_greedy_captions_match_the_reference(loaded, oracle, fidelity_inputs):
     best = expected["iou_scores"].argmax(dim=1)  # the reported mask: the candidate with the highest IoU
     assert (ours.pred_masks - expected["masks"][torch.arange(6), best]).abs().max() <= TOLERANCE
     assert (ours.iou_scores - expected["iou_scores"].max(dim=1).values).abs().max() <= TOLERANCE
+
+
+@pytest.mark.slow
+def test_paper_sized_caption_head_matches_the_reference(tmp_path):
+    """The paper's decoder side (1024 px input, 64x64 grid, 256-wide SAM decoder, 12 mixer layers,
+    8 caption tokens, 6 task tokens, a 1280-wide GPT-2) with a small ViT and 2 LM layers."""
+    cfg = preset_configs()["sam_vit_h_gpt2_large"]
+    cfg.sam_config = {"vision_config": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "mlp_dim": 256, "global_attn_indexes": [1], "window_size": 14}}
+    cfg.lm_config = {**cfg.lm_config, "n_layer": 2}
+    config = reference_config(cfg)
+    state = reference_state_dict(config, seed=3)
+    captioner = load_reference_captioner(write_reference_checkpoint(tmp_path / "ckpt", config, state)).eval()
+    oracle = ReferenceOracle(config, state)
+    assert (captioner.head_config.mixer_layers, captioner.head_config.num_caption_tokens, captioner.head_config.num_task_tokens) == (12, 8, 6)
+    torch.manual_seed(2)
+    pixels = torch.randn(2, 3, 1024, 1024)
+    regions, input_ids, attention_mask = regions_and_captions(size=1024)
+    task_ids = torch.tensor([0, 0, 0, 1, 1, 1])
+    _, expected, _ = assert_forward_matches(captioner, oracle, pixels, regions, task_ids, input_ids, attention_mask)
+    eos = 50256
+    reference_ids = oracle.greedy(oracle.prefix(expected["queries"], task_ids), eos_token_id=eos, max_length=20)
+    ours = captioner.generate(pixels, regions, task_ids, eos_token_id=eos, pad_token_id=eos, max_new_tokens=20)
+    assert [ids[:20] for ids in ours.token_ids] == reference_ids
 
 
 def test_paper_presets_default_to_the_reference_recipe():
@@ -303,3 +335,35 @@ def test_missing_shard_is_named(reference, tmp_path, tiny_preset):
     (folder / "model-00001-of-00002.safetensors").unlink()
     with pytest.raises(CheckpointError, match="model-00001-of-00002.safetensors"):
         load_reference_captioner(folder, tiny_preset)
+
+
+# ---- end to end --------------------------------------------------------------------------------
+def test_predictor_on_a_reference_checkpoint_matches_the_reference(reference, oracle):
+    """Image in, captions / IoU scores / masks out, as the reference computes them (its processor,
+    forward, greedy decoding to EOS, ``post_process_masks``), on an odd-sized image."""
+    from sca.data.caption_tokenizer import load_gpt2_tokenizer
+    from sca.predictor import RegionCaptionPredictor
+
+    predictor = RegionCaptionPredictor.from_checkpoint(str(reference[2]), device="cpu")
+    assert predictor.cfg.model.name == "tiny" and predictor.cfg.data.test_task_type == "caption"
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (37, 50, 3), dtype=np.uint8)
+    boxes = np.array([[3.0, 4.0, 30.0, 33.0], [20.5, 1.0, 49.0, 20.0], [0.0, 0.0, 50.0, 37.0]])
+    regions = predictor(image, boxes=boxes)
+
+    size = predictor.captioner.image_size
+    pixels, model_boxes, (new_h, new_w) = sam_preprocess(image, boxes, longest_edge=size)
+    with torch.no_grad():
+        decoded = oracle.decode(oracle.vision(pixels[None]).last_hidden_state[0], torch.as_tensor(model_boxes, dtype=torch.float32))
+    prefix = oracle.prefix(decoded["queries"], torch.ones(len(boxes), dtype=torch.long))  # caption task
+    eos = load_gpt2_tokenizer().eos_token_id
+    ids = oracle.greedy(prefix, eos_token_id=eos, max_length=predictor.cfg.model.generation.max_new_tokens)
+    captions = [load_gpt2_tokenizer().decode(x[: x.index(eos)] if eos in x else x, skip_special_tokens=True).strip() for x in ids]
+    best = decoded["iou_scores"].argmax(dim=1)
+    low_res = decoded["masks"][torch.arange(len(boxes)), best][:, None]
+    padded = torch.nn.functional.interpolate(low_res, (size, size), mode="bilinear", align_corners=False)
+    masks = torch.nn.functional.interpolate(padded[..., :new_h, :new_w], image.shape[:2], mode="bilinear", align_corners=False)[:, 0] > 0
+
+    assert [r.caption for r in regions] == captions
+    assert np.abs(np.array([r.iou_score for r in regions]) - decoded["iou_scores"].max(dim=1).values.numpy()).max() <= TOLERANCE
+    assert all(np.array_equal(r.mask, m.numpy()) for r, m in zip(regions, masks))

@@ -7,16 +7,25 @@ what differs, :func:`matching_presets` finds the presets that fit.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from omegaconf import OmegaConf
 from transformers import AutoConfig, PretrainedConfig, SamConfig
 
 from sca.config import ModelConfig
 from sca.config_loading import CONFIG_DIR
-from sca.modeling.captioner import CaptionHeadConfig
+from sca.modeling.captioner import HEAD_CONFIG_FILE, CaptionHeadConfig
 
-__all__ = ["CaptionerArchitecture", "preset_architecture", "preset_configs", "preset_differences", "matching_presets"]
+__all__ = [
+    "CaptionerArchitecture",
+    "preset_architecture",
+    "saved_architecture",
+    "preset_configs",
+    "preset_differences",
+    "matching_presets",
+]
 
 # The fields that change the shape of the network or the meaning of its weights.
 SAM_FIELDS = {
@@ -74,6 +83,15 @@ def preset_architecture(cfg: ModelConfig) -> CaptionerArchitecture:
     lm_config = dict(cfg.lm_config)
     language_model = AutoConfig.for_model(lm_config.pop("model_type", "gpt2"), **lm_config)
     return CaptionerArchitecture(SamConfig(**cfg.sam_config), language_model, CaptionHeadConfig.from_model_config(cfg))
+
+
+def saved_architecture(directory: str | Path) -> CaptionerArchitecture:
+    """The architecture of a directory written by ``SCACaptioner.save_pretrained``."""
+    directory = Path(directory)
+    head = CaptionHeadConfig(**json.loads((directory / HEAD_CONFIG_FILE).read_text()))
+    return CaptionerArchitecture(
+        SamConfig.from_pretrained(directory / "sam"), AutoConfig.from_pretrained(directory / "language_model"), head
+    )
 
 
 def preset_configs() -> dict[str, ModelConfig]:

@@ -82,12 +82,13 @@ KEY_PREFIXES = (
 
 
 def is_reference_checkpoint(path: str | Path) -> bool:
-    """True for a folder whose ``config.json`` is the reference's (``model_type: "sca"``)."""
+    """True for a folder whose ``config.json`` is the reference's (``model_type`` ``"sca"``, or
+    ``"sca_timm"`` for its timm variant, which :func:`read_reference_config` then refuses)."""
     config = Path(path) / "config.json" if path else None
     if config is None or not config.is_file():
         return False
     try:
-        return json.loads(config.read_text()).get("model_type") == "sca"
+        return json.loads(config.read_text()).get("model_type") in ("sca", "sca_timm")
     except (OSError, ValueError, AttributeError):
         return False
 

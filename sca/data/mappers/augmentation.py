@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from detectron2.data import transforms as T
 from PIL import Image
 
@@ -21,7 +22,9 @@ class ResizeLongestSide(T.Augmentation):
     def get_transform(self, image) -> T.ResizeTransform:
         height, width = image.shape[:2]
         scale = self.size * 1.0 / max(height, width)
-        return T.ResizeTransform(height, width, int(height * scale + 0.5), int(width * scale + 0.5), self.interp)
+        # numpy ints, as ResizeScale makes them: the transform then scales coordinates in float64
+        new_height, new_width = np.floor(np.array([height, width]) * scale + 0.5).astype(np.int64)
+        return T.ResizeTransform(height, width, new_height, new_width, self.interp)
 
 
 def build_augmentation(cfg: MapperConfig, is_train: bool) -> list[T.Augmentation]:
