@@ -78,7 +78,8 @@ def reference_config(model_cfg, num_caption_heads: int = 1) -> dict:
 def reference_state_dict(config: dict, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random weights under the reference's names (tied names share one tensor, as in the model)."""
     decoder = {k: v for k, v in config["mask_caption_decoder_config"].items()}
-    heads, tokens, layers = decoder.pop("num_caption_heads"), decoder.pop("num_caption_tokens"), decoder.pop("additional_num_hidden_layers")
+    heads, tokens = decoder.pop("num_caption_heads"), decoder.pop("num_caption_tokens")
+    layers = decoder.pop("additional_num_hidden_layers")
     sam_config = SamConfig(
         vision_config=config["vision_config"], prompt_encoder_config=config["prompt_encoder_config"], mask_decoder_config=decoder
     )
@@ -121,7 +122,9 @@ def _randomize(name: str, tensor: torch.Tensor, generator: torch.Generator) -> N
         tensor.copy_(noise / math.sqrt(tensor[0].numel() if tensor.dim() > 2 else tensor.shape[-1]))
 
 
-def write_reference_checkpoint(folder: Path, config: dict, state: dict[str, torch.Tensor], file_format: str = "safetensors", shards: int = 1) -> Path:
+def write_reference_checkpoint(
+    folder: Path, config: dict, state: dict[str, torch.Tensor], file_format: str = "safetensors", shards: int = 1
+) -> Path:
     """Write ``config.json`` and the weights of ``state`` as the reference's ``save_pretrained`` would."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(config, indent=2))

@@ -21,6 +21,7 @@ Written from the reference's facts (``ScaMultitaskV2Model`` and its copy of tran
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import torch
@@ -33,8 +34,9 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def sam_preprocess(image: np.ndarray, boxes: np.ndarray, longest_edge: int = 1024) -> tuple[torch.Tensor, np.ndarray, tuple[int, int]]:
-    """(H, W, 3) uint8 image and (N, 4) XYXY boxes -> pixel values (3, S, S), boxes in the input frame, resized (h, w)."""
+def sam_preprocess(image: np.ndarray, boxes: np.ndarray, longest_edge: int = 1024):
+    """(H, W, 3) uint8 image and (N, 4) XYXY boxes -> pixel values (3, S, S), the boxes in the input
+    frame and the resized (h, w)."""
     old_h, old_w = image.shape[:2]
     scale = longest_edge * 1.0 / max(old_h, old_w)
     new_h, new_w = int(old_h * scale + 0.5), int(old_w * scale + 0.5)
@@ -66,7 +68,8 @@ class ReferenceOracle:
         mixer_config = SamMaskDecoderConfig(**{**decoder, "num_hidden_layers": mixer_layers})
         self.mixer = self._load(SamTwoWayTransformer(mixer_config), "mask_decoder.additional_transformer.")
         text = dict(config["text_config"])
-        self.language_model = self._load(AutoModelForCausalLM.from_config(AutoConfig.for_model(text.pop("model_type"), **text)), "language_model.")
+        language_model = AutoModelForCausalLM.from_config(AutoConfig.for_model(text.pop("model_type"), **text))
+        self.language_model = self._load(language_model, "language_model.")
 
     def _load(self, module: torch.nn.Module, prefix: str) -> torch.nn.Module:
         part = {k[len(prefix) :]: v for k, v in self.state.items() if k.startswith(prefix)}
@@ -95,13 +98,17 @@ class ReferenceOracle:
         """(N, 4) XYXY boxes in the input frame -> (N, 2, C) corner tokens."""
         corners = (boxes + 0.5).reshape(-1, 2, 2) / self.image_size
         encoded = self.positional_encoding(corners)
-        return encoded + torch.stack([self.w("prompt_encoder.point_embed.2.weight")[0], self.w("prompt_encoder.point_embed.3.weight")[0]])
+        corner_types = [self.w(f"prompt_encoder.point_embed.{i}.weight")[0] for i in (2, 3)]  # top-left, bottom-right
+        return encoded + torch.stack(corner_types)
 
     def _mlp(self, prefix: str, x: torch.Tensor, depth: int) -> torch.Tensor:
         x = F.relu(F.linear(x, self.w(prefix + "proj_in.weight"), self.w(prefix + "proj_in.bias")))
         for i in range(depth - 2):
             x = F.relu(F.linear(x, self.w(f"{prefix}layers.{i}.weight"), self.w(f"{prefix}layers.{i}.bias")))
         return F.linear(x, self.w(prefix + "proj_out.weight"), self.w(prefix + "proj_out.bias"))
+
+    def _upscale(self, x: torch.Tensor, prefix: str) -> torch.Tensor:
+        return F.conv_transpose2d(x, self.w(prefix + "weight"), self.w(prefix + "bias"), stride=2)
 
     def _layer_norm_channels_first(self, x: torch.Tensor, prefix: str, eps: float = 1e-6) -> torch.Tensor:
         mean = x.mean(1, keepdim=True)
@@ -124,18 +131,20 @@ class ReferenceOracle:
             point_embeddings=tokens, image_embeddings=keys, image_positional_embeddings=positions, attention_similarity=None
         )[:2]
         updated = updated.transpose(2, 3).reshape(n, channels, height, width)
-        up = F.conv_transpose2d(updated, self.w("mask_decoder.upscale_conv1.weight"), self.w("mask_decoder.upscale_conv1.bias"), stride=2)
+        up = self._upscale(updated, "mask_decoder.upscale_conv1.")
         up = F.gelu(self._layer_norm_channels_first(up, "mask_decoder.upscale_layer_norm."))
-        up = F.gelu(F.conv_transpose2d(up, self.w("mask_decoder.upscale_conv2.weight"), self.w("mask_decoder.upscale_conv2.bias"), stride=2))
-        hyper = torch.stack(
-            [self._mlp(f"mask_decoder.output_hypernetworks_mlps.{i}.", decoded[0, :, 1 + i], 3) for i in range(num_mask_tokens)], dim=1
-        )  # (N, 4, C/8)
+        up = F.gelu(self._upscale(up, "mask_decoder.upscale_conv2."))
+        hyper = [self._mlp(f"mask_decoder.output_hypernetworks_mlps.{i}.", decoded[0, :, 1 + i], 3) for i in range(num_mask_tokens)]
+        hyper = torch.stack(hyper, dim=1)  # (N, 4, C/8)
         masks = (hyper @ up.flatten(2)).reshape(n, num_mask_tokens, *up.shape[-2:])
-        iou_depth = 1 + sum(1 for k in self.state if k.startswith("mask_decoder.iou_prediction_head.layers.") and k.endswith(".weight")) + 1
+        hidden_layers = [k for k in self.state if re.fullmatch(r"mask_decoder\.iou_prediction_head\.layers\.\d+\.weight", k)]
+        iou_depth = len(hidden_layers) + 2
         iou = self._mlp("mask_decoder.iou_prediction_head.", decoded[0, :, 0], iou_depth)
         caption_tokens = self.w("mask_decoder.caption_tokens.weight").reshape(-1, self.num_caption_tokens, channels)[0]
         queries = torch.cat([caption_tokens.expand(n, -1, -1), decoded[0]], dim=1)[None]
-        mixed = self.mixer(point_embeddings=queries, image_embeddings=updated, image_positional_embeddings=positions, attention_similarity=None)[0]
+        mixed = self.mixer(
+            point_embeddings=queries, image_embeddings=updated, image_positional_embeddings=positions, attention_similarity=None
+        )[0]
         return {"masks": masks[:, 1:], "iou_scores": iou[:, 1:], "queries": mixed[0, :, : self.num_caption_tokens]}
 
     # ---- language model ------------------------------------------------------------------------
@@ -146,7 +155,7 @@ class ReferenceOracle:
         return torch.cat([task, projected], dim=1)
 
     @torch.no_grad()
-    def logits_and_loss(self, prefix: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, label_smoothing: float = 0.1):
+    def logits_and_loss(self, prefix, input_ids: torch.Tensor, attention_mask: torch.Tensor, label_smoothing: float = 0.1):
         """Teacher forcing as ``SCADataCollator`` + the reference's loss: (N, L, V) logits predicting
         the L caption tokens, and the mean label-smoothed cross-entropy over real tokens."""
         labels = F.pad(input_ids.masked_fill(attention_mask == 0, -100), (1, 0), value=-100)  # virtual BOS

@@ -74,7 +74,8 @@ def test_model_weights_loads_every_file_layout(reference, tmp_path, file_format,
     assert_same_weights(captioner, state)
     # The tied copies that safetensors drops are filled from their twins.
     assert captioner.language_model.lm_head.weight is captioner.language_model.transformer.wte.weight
-    assert torch.equal(captioner.sam.prompt_encoder.shared_embedding.positional_embedding, state["shared_image_embedding.positional_embedding"])
+    prompt_copy = captioner.sam.prompt_encoder.shared_embedding.positional_embedding
+    assert torch.equal(prompt_copy, state["shared_image_embedding.positional_embedding"])
 
 
 def test_build_model_reads_a_reference_folder_and_its_tokenizer(reference, tmp_path):
@@ -248,13 +249,15 @@ def test_paper_sized_caption_head_matches_the_reference(tmp_path):
     """The paper's decoder side (1024 px input, 64x64 grid, 256-wide SAM decoder, 12 mixer layers,
     8 caption tokens, 6 task tokens, a 1280-wide GPT-2) with a small ViT and 2 LM layers."""
     cfg = preset_configs()["sam_vit_h_gpt2_large"]
-    cfg.sam_config = {"vision_config": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "mlp_dim": 256, "global_attn_indexes": [1], "window_size": 14}}
+    small_vit = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "mlp_dim": 256}
+    cfg.sam_config = {"vision_config": {**small_vit, "global_attn_indexes": [1], "window_size": 14}}
     cfg.lm_config = {**cfg.lm_config, "n_layer": 2}
     config = reference_config(cfg)
     state = reference_state_dict(config, seed=3)
     captioner = load_reference_captioner(write_reference_checkpoint(tmp_path / "ckpt", config, state)).eval()
     oracle = ReferenceOracle(config, state)
-    assert (captioner.head_config.mixer_layers, captioner.head_config.num_caption_tokens, captioner.head_config.num_task_tokens) == (12, 8, 6)
+    head = captioner.head_config
+    assert (head.mixer_layers, head.num_caption_tokens, head.num_task_tokens) == (12, 8, 6)
     torch.manual_seed(2)
     pixels = torch.randn(2, 3, 1024, 1024)
     regions, input_ids, attention_mask = regions_and_captions(size=1024)
@@ -362,7 +365,8 @@ def test_predictor_on_a_reference_checkpoint_matches_the_reference(reference, or
     best = decoded["iou_scores"].argmax(dim=1)
     low_res = decoded["masks"][torch.arange(len(boxes)), best][:, None]
     padded = torch.nn.functional.interpolate(low_res, (size, size), mode="bilinear", align_corners=False)
-    masks = torch.nn.functional.interpolate(padded[..., :new_h, :new_w], image.shape[:2], mode="bilinear", align_corners=False)[:, 0] > 0
+    cropped = padded[..., :new_h, :new_w]
+    masks = torch.nn.functional.interpolate(cropped, image.shape[:2], mode="bilinear", align_corners=False)[:, 0] > 0
 
     assert [r.caption for r in regions] == captions
     assert np.abs(np.array([r.iou_score for r in regions]) - decoded["iou_scores"].max(dim=1).values.numpy()).max() <= TOLERANCE

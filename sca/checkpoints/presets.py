@@ -34,7 +34,9 @@ SAM_FIELDS = {
         "mlp_dim", "window_size", "global_attn_indexes", "output_channels", "use_abs_pos", "use_rel_pos",
         "qkv_bias", "num_pos_feats", "hidden_act",
     ),
-    "prompt_encoder_config": ("image_size", "patch_size", "hidden_size", "image_embedding_size", "mask_input_channels", "num_point_embeddings"),
+    "prompt_encoder_config": (
+        "image_size", "patch_size", "hidden_size", "image_embedding_size", "mask_input_channels", "num_point_embeddings",
+    ),
     "mask_decoder_config": (
         "hidden_size", "mlp_dim", "num_hidden_layers", "num_attention_heads", "attention_downsample_rate",
         "num_multimask_outputs", "iou_head_depth", "iou_head_hidden_dim", "hidden_act",

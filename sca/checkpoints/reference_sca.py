@@ -47,6 +47,7 @@ __all__ = [
     "reference_architecture",
     "reference_to_captioner_key",
     "load_reference_captioner",
+    "load_reference_weights",
 ]
 
 logger = logging.getLogger(__name__)
@@ -211,7 +212,11 @@ def load_reference_weights(captioner: SCACaptioner, reference_state: dict[str, t
             state[key] = state[given[0]]
         else:
             conflicting.update(" != ".join(sorted((key, k))) for k in given[1:] if not torch.equal(state[key], state[k]))
-    mismatched = [f"{k}: checkpoint {tuple(state[k].shape)}, model {tuple(ours[k].shape)}" for k in state if k in ours and state[k].shape != ours[k].shape]
+    mismatched = [
+        f"{key}: checkpoint {tuple(value.shape)}, model {tuple(ours[key].shape)}"
+        for key, value in state.items()
+        if value.shape != ours[key].shape
+    ]
     problems = []
     if unplaced:
         problems.append(f"{len(unplaced)} tensor(s) without a place in the captioner: {sorted(unplaced)}")
