@@ -101,6 +101,16 @@ class ReferenceOracle:
         corner_types = [self.w(f"prompt_encoder.point_embed.{i}.weight")[0] for i in (2, 3)]  # top-left, bottom-right
         return encoded + torch.stack(corner_types)
 
+    def point_tokens(self, points: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(N, P, 2) points with (N, P) labels (1 positive, 0 negative) -> (N, P + 1, C): without a box,
+        SAM appends a padding point (label -1, the "not a point" embedding)."""
+        points = torch.cat([points + 0.5, torch.zeros(len(points), 1, 2)], dim=1)
+        labels = torch.cat([labels, -torch.ones(len(labels), 1, dtype=labels.dtype)], dim=1)[..., None]
+        encoded = self.positional_encoding(points / self.image_size)
+        encoded = torch.where(labels == -1, self.w("prompt_encoder.not_a_point_embed.weight")[0], encoded)
+        encoded = torch.where(labels == 0, encoded + self.w("prompt_encoder.point_embed.0.weight")[0], encoded)
+        return torch.where(labels == 1, encoded + self.w("prompt_encoder.point_embed.1.weight")[0], encoded)
+
     def _mlp(self, prefix: str, x: torch.Tensor, depth: int) -> torch.Tensor:
         x = F.relu(F.linear(x, self.w(prefix + "proj_in.weight"), self.w(prefix + "proj_in.bias")))
         for i in range(depth - 2):
@@ -117,14 +127,15 @@ class ReferenceOracle:
         return self.w(prefix + "weight")[:, None, None] * x + self.w(prefix + "bias")[:, None, None]
 
     @torch.no_grad()
-    def decode(self, image_embedding: torch.Tensor, boxes: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One image's (C, h, w) embedding and its (N, 4) boxes -> SAM's 3 masks and IoU scores per box,
-        and the (N, K, C) caption queries."""
-        n = len(boxes)
+    def decode(self, image_embedding: torch.Tensor, boxes=None, points=None, labels=None) -> dict[str, torch.Tensor]:
+        """One image's (C, h, w) embedding and its N prompts ((N, 4) boxes, or (N, P, 2) points with
+        labels) -> SAM's 3 masks and IoU scores per prompt, and the (N, K, C) caption queries."""
+        prompt_tokens = self.box_tokens(boxes) if boxes is not None else self.point_tokens(points, labels)
+        n = len(prompt_tokens)
         channels, height, width = image_embedding.shape
         output_tokens = torch.cat([self.w("mask_decoder.iou_token.weight"), self.w("mask_decoder.mask_tokens.weight")])
         num_mask_tokens = len(output_tokens) - 1
-        tokens = torch.cat([output_tokens.expand(n, -1, -1), self.box_tokens(boxes)], dim=1)[None]  # (1, N, 7, C)
+        tokens = torch.cat([output_tokens.expand(n, -1, -1), prompt_tokens], dim=1)[None]  # (1, N, 5 + prompt, C)
         keys = (image_embedding + self.w("prompt_encoder.no_mask_embed.weight")[0][:, None, None]).expand(n, -1, -1, -1)
         positions = self.image_positional_encoding().expand(n, -1, -1, -1)
         decoded, updated = self.sam_transformer(

@@ -191,7 +191,7 @@ def oracle_decode(oracle, pixels, regions):
     with torch.no_grad():
         for image in range(len(pixels)):
             embedding = oracle.vision(pixels[image : image + 1]).last_hidden_state[0]
-            decoded = oracle.decode(embedding, regions["boxes"][regions["image_index"] == image])
+            decoded = oracle.decode(embedding, boxes=regions["boxes"][regions["image_index"] == image])
             for key in outputs:
                 outputs[key].append(decoded[key])
     return {key: torch.cat(value) for key, value in outputs.items()}
@@ -222,6 +222,28 @@ def test_masks_iou_logits_and_loss_match_the_reference(loaded, oracle, fidelity_
     swapped, _ = oracle.logits_and_loss(oracle.prefix(expected["queries"], 1 - task_ids), input_ids, attention_mask)
     assert (ours.logits[valid] - swapped[valid]).abs().max() > 1e-2
     assert (ours.logits[:, 1:] - logits[:, :-1]).abs().max() > 1e-2
+
+
+def test_point_prompts_match_the_reference(loaded, oracle):
+    """Point prompts (the reference's inference-time ablation and its demo app) go through SAM alike."""
+    torch.manual_seed(3)
+    pixels = torch.randn(1, 3, loaded.image_size, loaded.image_size)
+    points = torch.rand(3, 2, 2) * loaded.image_size
+    labels = torch.tensor([[1, 0], [1, 1], [0, 1]])
+    regions = {
+        "image_index": torch.zeros(3, dtype=torch.int64),
+        "prompt_types": torch.full((3,), PROMPT_TYPE_IDS["point"]),
+        "boxes": torch.zeros(3, 4),
+        "points": points,
+        "point_labels": labels,
+        "masks": torch.zeros(3, 0, 0, dtype=torch.bool),
+    }
+    with torch.no_grad():
+        masks, iou_scores, queries = loaded.encode_regions(loaded.region_decoder.encode_images(pixels), regions)
+        expected = oracle.decode(oracle.vision(pixels).last_hidden_state[0], points=points, labels=labels)
+    assert (masks - expected["masks"]).abs().max() <= TOLERANCE
+    assert (iou_scores - expected["iou_scores"]).abs().max() <= TOLERANCE
+    assert (queries - expected["queries"]).abs().max() <= TOLERANCE
 
 
 def test_greedy_captions_match_the_reference(loaded, oracle, fidelity_inputs):
@@ -357,7 +379,8 @@ def test_predictor_on_a_reference_checkpoint_matches_the_reference(reference, or
     size = predictor.captioner.image_size
     pixels, model_boxes, (new_h, new_w) = sam_preprocess(image, boxes, longest_edge=size)
     with torch.no_grad():
-        decoded = oracle.decode(oracle.vision(pixels[None]).last_hidden_state[0], torch.as_tensor(model_boxes, dtype=torch.float32))
+        embedding = oracle.vision(pixels[None]).last_hidden_state[0]
+        decoded = oracle.decode(embedding, boxes=torch.as_tensor(model_boxes, dtype=torch.float32))
     prefix = oracle.prefix(decoded["queries"], torch.ones(len(boxes), dtype=torch.long))  # caption task
     eos = load_gpt2_tokenizer().eos_token_id
     ids = oracle.greedy(prefix, eos_token_id=eos, max_length=predictor.cfg.model.generation.max_new_tokens)
