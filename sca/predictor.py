@@ -26,12 +26,14 @@ from detectron2.data import transforms as T
 from PIL import Image
 from torchvision.ops import masks_to_boxes, nms
 
+from sca.checkpoints.presets import matching_presets, saved_architecture
+from sca.checkpoints.reference_sca import is_reference_checkpoint, read_reference_config, reference_architecture
 from sca.config import SCAConfig
-from sca.config_loading import load_saved_config
+from sca.config_loading import load_config, load_saved_config
 from sca.data.mappers.augmentation import build_augmentation
 from sca.data.prompts import PROMPT_TYPE_IDS
 from sca.evaluation.caption_evaluator import encode_mask
-from sca.modeling.build import build_model, load_checkpoint
+from sca.modeling.build import build_model, is_pretrained_dir, load_checkpoint
 from sca.modeling.postprocessing import masks_to_image_frame, prompts_to_image_frame, region_box
 
 __all__ = ["AnythingConfig", "RegionPrediction", "RegionCaptionPredictor", "read_rgb_image", "select_masks"]
@@ -184,6 +186,25 @@ class RegionCaptionPredictor:
             if not os.path.isfile(weights):
                 raise FileNotFoundError(f"{output_dir} holds no checkpoint ({name}); pass weights=...")
         return cls(cfg, weights, device)
+
+    @classmethod
+    def from_checkpoint(
+        cls, directory: str, overrides: list[str] | None = None, device: str | None = None
+    ) -> "RegionCaptionPredictor":
+        """From a saved model alone: a released reference SCA checkpoint or a ``save_pretrained``
+        directory. The matching preset of ``conf/model/`` is picked and the task type defaults to
+        ``caption`` (the reference's default); ``overrides`` are Hydra overrides."""
+        if is_reference_checkpoint(directory):
+            architecture = reference_architecture(read_reference_config(directory))
+        elif is_pretrained_dir(directory):
+            architecture = saved_architecture(directory)
+        else:
+            raise FileNotFoundError(f"{directory} is neither a reference SCA checkpoint nor a save_pretrained directory")
+        presets = matching_presets(architecture)
+        if not presets:
+            raise ValueError(f"{directory}: no preset in conf/model/ describes its architecture ({architecture.summary()})")
+        cfg = load_config([f"model={presets[0]}", f"model.weights={directory}", "data.test_task_type=caption", *(overrides or [])])
+        return cls(cfg, device=device)
 
     @property
     def captioner(self):

@@ -6,7 +6,9 @@
         --json regions.json --vis regions.png --set model.generation.num_beams=3
 
 The first argument is a training output directory (its ``config.yaml`` and last checkpoint;
-``--weights`` picks another checkpoint). Boxes are XYXY and points XY, in image pixels; prompts
+``--weights`` picks another checkpoint), or a saved model alone: a released SCA checkpoint of the
+reference implementation or a ``save_pretrained`` directory (the matching ``conf/model`` preset is
+picked; ``--set`` takes Hydra overrides then). Boxes are XYXY and points XY, in image pixels; prompts
 outside the image are clipped with a warning. Prints one line per region: prompt, IoU score and
 caption; ``--json`` writes them with masks as COCO RLE, ``--vis`` draws them.
 """
@@ -16,18 +18,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 
 from PIL import Image
 
 import sca  # noqa: F401  (detectron2 compatibility first)
+from sca.modeling.build import is_pretrained_dir
 from sca.predictor import AnythingConfig, RegionCaptionPredictor, read_rgb_image
 from sca.visualizer import draw_regions
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model_dir", help="training output directory (config.yaml + checkpoint)")
+    parser.add_argument("model_dir", help="training output directory (config.yaml + checkpoint) or a saved-model folder")
     parser.add_argument("image", help="image file")
     parser.add_argument("--box", type=float, nargs=4, action="append", default=[], metavar=("X0", "Y0", "X1", "Y1"))
     parser.add_argument("--point", type=float, nargs=2, action="append", default=[], metavar=("X", "Y"))
@@ -52,7 +56,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    predictor = RegionCaptionPredictor.from_output_dir(args.model_dir, args.weights, args.set, args.device)
+    if not os.path.isfile(os.path.join(args.model_dir, "config.yaml")) and is_pretrained_dir(args.model_dir):
+        predictor = RegionCaptionPredictor.from_checkpoint(args.model_dir, args.set, args.device)
+    else:
+        predictor = RegionCaptionPredictor.from_output_dir(args.model_dir, args.weights, args.set, args.device)
     anything = AnythingConfig(
         points_per_side=args.points_per_side,
         pred_iou_thresh=args.pred_iou_thresh,

@@ -9,6 +9,7 @@ from pathlib import Path
 from detectron2.checkpoint import DetectionCheckpointer
 from transformers import AutoConfig, AutoModelForCausalLM, SamConfig, SamModel
 
+from sca.checkpoints.reference_sca import is_reference_checkpoint, load_reference_captioner
 from sca.config import ModelConfig
 from sca.data.caption_tokenizer import CaptionTokenizer
 from sca.modeling.captioner import HEAD_CONFIG_FILE, CaptionHeadConfig, SCACaptioner
@@ -20,13 +21,17 @@ logger = logging.getLogger(__name__)
 
 
 def is_pretrained_dir(path: str) -> bool:
-    """True for a directory written by ``SCACaptioner.save_pretrained``."""
-    return bool(path) and (Path(path) / HEAD_CONFIG_FILE).is_file()
+    """True for a directory that ``build_model`` reads itself: one written by
+    ``SCACaptioner.save_pretrained``, or a reference SCA checkpoint (see :mod:`sca.checkpoints`)."""
+    return bool(path) and ((Path(path) / HEAD_CONFIG_FILE).is_file() or is_reference_checkpoint(path))
 
 
 def build_captioner(cfg: ModelConfig) -> SCACaptioner:
-    """SAM and the LM come from ``from_pretrained`` when named, else from their configs (random)."""
-    if is_pretrained_dir(cfg.weights):
+    """SAM and the LM come from ``from_pretrained`` when named, else from their configs (random);
+    ``cfg.weights`` naming a saved-model directory (ours or the reference's) replaces both."""
+    if is_reference_checkpoint(cfg.weights):
+        captioner = load_reference_captioner(cfg.weights, cfg)
+    elif is_pretrained_dir(cfg.weights):
         captioner = SCACaptioner.from_pretrained(cfg.weights)
     else:
         sam = SamModel.from_pretrained(cfg.sam) if cfg.sam else SamModel(SamConfig(**cfg.sam_config))
@@ -35,14 +40,7 @@ def build_captioner(cfg: ModelConfig) -> SCACaptioner:
         else:
             lm_config = dict(cfg.lm_config)
             language_model = AutoModelForCausalLM.from_config(AutoConfig.for_model(lm_config.pop("model_type", "gpt2"), **lm_config))
-        head = CaptionHeadConfig(
-            num_caption_tokens=cfg.num_caption_tokens,
-            mixer_layers=cfg.mixer_layers,
-            num_task_tokens=cfg.num_task_tokens,
-            task_types=list(cfg.task_types),
-            multimask_output=cfg.multimask_output,
-        )
-        captioner = SCACaptioner(sam, language_model, head)
+        captioner = SCACaptioner(sam, language_model, CaptionHeadConfig.from_model_config(cfg))
     captioner.set_trainable(sam=cfg.train_sam, caption_head=cfg.train_mixer, language_model=cfg.train_language_model)
     return captioner
 
@@ -52,6 +50,8 @@ def build_tokenizer(cfg: ModelConfig) -> CaptionTokenizer:
     name = cfg.tokenizer
     if not name and is_pretrained_dir(cfg.weights) and (Path(cfg.weights) / "tokenizer").is_dir():
         name = str(Path(cfg.weights) / "tokenizer")
+    if not name and is_reference_checkpoint(cfg.weights) and (Path(cfg.weights) / "tokenizer_config.json").is_file():
+        name = cfg.weights  # the reference's trainer saves the tokenizer next to the model
     if not name and cfg.language_model:
         name = cfg.language_model
     return CaptionTokenizer.from_config(name, cfg.max_caption_tokens)

@@ -38,6 +38,17 @@ class CaptionHeadConfig:
     task_types: list[str] = field(default_factory=lambda: ["recognition", "caption"])
     multimask_output: bool = True
 
+    @classmethod
+    def from_model_config(cls, cfg) -> "CaptionHeadConfig":
+        """The head a ``ModelConfig`` (preset) describes."""
+        return cls(
+            num_caption_tokens=cfg.num_caption_tokens,
+            mixer_layers=cfg.mixer_layers,
+            num_task_tokens=cfg.num_task_tokens,
+            task_types=list(cfg.task_types),
+            multimask_output=cfg.multimask_output,
+        )
+
 
 @dataclass
 class CaptionerOutput:
@@ -48,6 +59,7 @@ class CaptionerOutput:
     loss_iou: torch.Tensor | None  # MSE of SAM's predicted IoU against each candidate's true IoU
     pred_masks: torch.Tensor  # (R, M, m, m)
     iou_scores: torch.Tensor  # (R, M)
+    logits: torch.Tensor | None = None  # (R, L, V): position i predicts caption token i
 
 
 @dataclass
@@ -202,7 +214,12 @@ class SCACaptioner(nn.Module):
         if gt_masks is not None:
             loss_mask, loss_iou = mask_losses(pred_masks, iou_scores, gt_masks)
         return CaptionerOutput(
-            loss_caption=loss_caption, loss_mask=loss_mask, loss_iou=loss_iou, pred_masks=pred_masks, iou_scores=iou_scores
+            loss_caption=loss_caption,
+            loss_mask=loss_mask,
+            loss_iou=loss_iou,
+            pred_masks=pred_masks,
+            iou_scores=iou_scores,
+            logits=logits,
         )
 
     @torch.no_grad()
