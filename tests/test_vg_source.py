@@ -154,6 +154,11 @@ def test_config_checks_normalisation_and_protocols():
             validate(load_config(["data=vg_densecap", override]))
     for preset in ("vg_grit", "vg_stage1_pretrain"):
         validate(load_config([f"data={preset}"]))
+    stage1 = load_config(["data=vg_stage1_pretrain"])
+    assert list(stage1.data.sources) == ["objects365", "coco_panoptic", "v3det"]
+    assert {s.task_type for s in stage1.data.sources.values()} == {"caption"}
+    paper_stage1 = load_config(["data=vg_stage1_pretrain", "~data.sources.coco_panoptic", "~data.sources.v3det"])
+    assert list(paper_stage1.data.sources) == ["objects365"]
 
 
 def mapper(is_train: bool, normalization: str, tokenizer, max_regions: int = 16):
