@@ -186,6 +186,9 @@ def test_mapper_normalises_in_training_and_keeps_raw_phrases_in_evaluation(vg_tr
         assert (box[:2] <= point[0]).all() and (point[0] <= box[2:]).all()
     few = mapper(True, "densecap", tokenizer, max_regions=2)(record)
     assert len(few["regions"]["region_ids"]) == 2
+    missing = DatasetCatalog.get("sca_vg_densecap_train")[2]  # image 3 is not on disk
+    train_mapper = mapper(True, "densecap", tokenizer)
+    assert train_mapper(missing) is None and train_mapper(record)["skipped"]["skipped_images"] == [missing["file_name"]]
     evaluation = mapper(False, "none", tokenizer, max_regions=2)(record)
     assert evaluation["regions"]["region_ids"].tolist() == [a["id"] for a in record["annotations"]]  # every region
     assert [c[0] for c in evaluation["regions"]["captions"]] == [a["sentences"][0] for a in record["annotations"]]
