@@ -131,6 +131,7 @@ class ModelConfig:
     train_language_model: bool = False
     label_smoothing: float = 0.1
     mask_loss_weight: float = 0.0  # >0 adds SAM's mask loss (useful only when SAM trains)
+    iou_loss_weight: float = 1.0  # SAM's IoU-head loss, added whenever the mask loss is on
     max_caption_tokens: int = 20  # caption tokens kept (EOS included)
     weights: str = ""  # a checkpoint (.pth) or save_pretrained directory to start from
     generation: GenerationConfig = field(default_factory=GenerationConfig)

@@ -32,7 +32,7 @@ from sca.data.mappers.augmentation import build_augmentation
 from sca.data.prompts import PROMPT_TYPE_IDS
 from sca.evaluation.caption_evaluator import encode_mask
 from sca.modeling.build import build_model, load_checkpoint
-from sca.modeling.postprocessing import mask_box, masks_to_image_frame, prompts_to_image_frame
+from sca.modeling.postprocessing import masks_to_image_frame, prompts_to_image_frame, region_box
 
 __all__ = ["AnythingConfig", "RegionPrediction", "RegionCaptionPredictor", "read_rgb_image", "select_masks"]
 
@@ -62,8 +62,8 @@ class RegionPrediction:
 
     @property
     def box(self) -> list[float]:
-        """XYXY box of the mask (zeros for an empty mask)."""
-        return mask_box(self.mask)
+        """XYXY box of the mask; the prompt's box (or point) when the mask is empty."""
+        return region_box(self.mask, self.prompt)
 
     def to_dict(self) -> dict:
         """JSON-ready: the mask as COCO RLE."""

@@ -136,6 +136,7 @@ def test_dense_captioning_tool_on_demo_images(trained_run, tmp_path, load_tool, 
     assert 1 <= results["num_predictions"] <= 2 * 16
     # Captioned true positives are a subset of the detection ones at every IoU threshold.
     assert 0 <= results["mAP"] <= results["detection_mAP"] <= 100
+    assert 0 <= results["anything_recall"] <= 100
     assert json.loads(output.read_text()) == results
 
 

@@ -82,7 +82,7 @@ def _loss(captioner, seed=0):
         torch.randn(2, 3, 64, 64), regions, torch.zeros(n, dtype=torch.long), input_ids, torch.ones_like(input_ids),
         gt_masks=regions["masks"],
     )
-    return out.loss_caption + out.loss_mask
+    return out.loss_caption + out.loss_mask + out.loss_iou
 
 
 def _parts_with_grad(captioner):

@@ -126,7 +126,7 @@ def test_the_model_weights_and_names_each_source_loss():
     model.loss_weights = {"demo": 1.0, "demo_refs": 1.0}
     torch.manual_seed(0)
     plain = model(step)
-    assert set(weighted) == {"loss_caption/demo", "loss_mask/demo", "loss_caption/demo_refs", "loss_mask/demo_refs"}
-    assert torch.allclose(weighted["loss_caption/demo_refs"], 0.25 * plain["loss_caption/demo_refs"])
-    assert torch.allclose(weighted["loss_mask/demo_refs"], 0.25 * plain["loss_mask/demo_refs"])
+    assert set(weighted) == {f"loss_{kind}/{source}" for kind in ("caption", "mask", "iou") for source in ("demo", "demo_refs")}
+    for kind in ("caption", "mask", "iou"):
+        assert torch.allclose(weighted[f"loss_{kind}/demo_refs"], 0.25 * plain[f"loss_{kind}/demo_refs"])
     assert torch.equal(weighted["loss_caption/demo"], plain["loss_caption/demo"])

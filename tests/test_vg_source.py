@@ -23,6 +23,7 @@ from sca.data.caption_normalization import densecap_caption, normalization_repor
 from sca.data.datasets.register_vg import register_all_vg
 from sca.data.datasets.synthetic_vg_trees import write_grit_annotations, write_vg_tree
 from sca.data.mappers import build_region_mapper
+from sca.evaluation.anything_mode import ground_truth_regions
 from sca.evaluation.dense_captioning import merge_ground_truth
 from sca.evaluation.dense_captioning_evaluator import (
     AnythingModeCaptioner,
@@ -204,7 +205,7 @@ class ControlledPredictor:
 
     def __call__(self, image, task_type=None, anything=None):
         self.calls.append((image.shape, task_type, anything))
-        return [SimpleNamespace(box=box, caption=caption, iou_score=score) for box, caption, score in self.answers.pop(0)]
+        return [SimpleNamespace(box=box, caption=caption, iou_score=score, mask=None) for box, caption, score in self.answers.pop(0)]
 
 
 def exact(candidates, references):
@@ -214,7 +215,7 @@ def exact(candidates, references):
 def merged_answers(records, metadata, caption_of=lambda refs: refs[0]):
     answers = []
     for record in records:
-        truth, _ = ground_truth(record, metadata)
+        truth = ground_truth_regions(ground_truth(record, metadata)[0])
         boxes, captions = merge_ground_truth(truth.boxes, truth.captions)
         answers.append([(list(b), caption_of(c), 0.9 - 0.01 * k) for k, (b, c) in enumerate(zip(boxes, captions))])
     return answers
@@ -240,6 +241,7 @@ def test_densecap_protocol_machinery_with_controlled_regions(vg_tree, tmp_path, 
     else:  # raw candidates against normalised references: the synthetic phrases all change
         assert report["mAP"] < 100 and report["references"] == "densecap-normalised phrases"
     assert len(report["ap"]) == 30 and report["conventions"] == "sca"
+    assert report["num_ground_truth_masks"] == 0  # boxes only: no mask recall
     predictions = json.loads((tmp_path / "predictions.json").read_text())
     assert [p["image_id"] for p in predictions] == [7]
 

@@ -8,8 +8,8 @@ predictor's "anything" mode (a grid of point prompts, filtered and de-duplicated
 predicted region is the box of its mask, its caption and SAM's IoU score as confidence, scored
 against the split's ground-truth regions by
 :func:`sca.evaluation.dense_captioning.dense_captioning_map`: AP averaged over box-IoU thresholds
-0.3-0.7 and METEOR thresholds 0-0.25. Prints ``mAP`` and ``detection_mAP``; ``--output`` writes
-the full breakdown as JSON.
+0.3-0.7 and METEOR thresholds 0-0.25. Prints ``mAP``, ``detection_mAP`` and the anything mode's
+recall of the ground-truth masks (mask IoU >= 0.5); ``--output`` writes the full breakdown as JSON.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     results = evaluate(predictor, args.dataset, args.max_images, anything, args.task_type, args.conventions)
     print(f"{args.dataset}: mAP {results['mAP']:.2f}  detection mAP {results['detection_mAP']:.2f}  "
-          f"({results['num_predictions']} predictions, {results['num_ground_truth']} ground-truth regions)")
+          f"({results['num_predictions']} predictions, {results['num_ground_truth']} ground-truth regions); "
+          f"anything-mode recall {results['anything_recall']:.1f}% of {results['num_ground_truth_masks']} masks at mask IoU >= 0.5")
     if args.output:
         with open(args.output, "w") as f:
             json.dump(results, f, indent=2)

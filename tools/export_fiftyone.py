@@ -31,7 +31,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog  # noqa: E402
 
 from sca.data.record_regions import record_regions  # noqa: E402
 from sca.evaluation.caption_evaluator import load_predictions  # noqa: E402
-from sca.modeling.postprocessing import mask_box  # noqa: E402
+from sca.modeling.postprocessing import region_box  # noqa: E402
 
 
 def detection(box: list[float], mask: np.ndarray | None, height: int, width: int, **fields) -> fo.Detection:
@@ -69,7 +69,7 @@ def export_split(
             sample["predictions"] = fo.Detections(
                 detections=[
                     detection(
-                        mask_box(mask), mask, height, width,
+                        region_box(mask, p["prompt"]), mask, height, width,
                         label=p["caption"], confidence=p["iou_score"], references=p["references"],
                         region_id=p["region_id"], prompt_type=p["prompt"]["type"], mask_iou=p.get("mask_iou"),
                     )

@@ -28,7 +28,7 @@ from pycocotools import mask as mask_util
 
 from sca.data.record_regions import record_regions
 from sca.evaluation.caption_evaluator import load_predictions
-from sca.modeling.postprocessing import mask_box
+from sca.modeling.postprocessing import region_box
 from sca.visualizer import draw_regions
 
 
@@ -38,9 +38,10 @@ def render_ground_truth(image: np.ndarray, record: dict, metadata) -> np.ndarray
 
 
 def render_predictions(image: np.ndarray, predictions: list[dict], metadata) -> np.ndarray:
-    """Predicted masks with the prompt box (box prompts) or the mask's box, labelled "caption (IoU)"."""
+    """Predicted masks with the prompt box (box prompts) or the mask's box (the prompt's points when
+    the mask is empty), labelled "caption (IoU)"."""
     masks = [mask_util.decode(p["mask"]).astype(bool) for p in predictions]
-    boxes = [p["prompt"]["box"] if p["prompt"]["type"] == "box" else mask_box(m) for p, m in zip(predictions, masks)]
+    boxes = [p["prompt"]["box"] if p["prompt"]["type"] == "box" else region_box(m, p["prompt"]) for p, m in zip(predictions, masks)]
     labels = [f"{p['caption']} ({p['iou_score']:.2f})" for p in predictions]
     return draw_regions(image, boxes, labels, masks, metadata)
 

@@ -32,7 +32,7 @@ from pycocotools import mask as mask_util
 
 from sca.evaluation.java_scorers import meteor_scorer, meteor_unavailable_reason, spice_scores, spice_unavailable_reason
 
-__all__ = ["CaptionEvaluator", "CaptionScorer", "normalize_caption", "caption_metrics", "encode_mask", "load_predictions"]
+__all__ = ["CaptionEvaluator", "CaptionScorer", "normalize_caption", "caption_metrics", "encode_mask", "load_predictions", "mask_metrics"]
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +149,24 @@ def caption_metrics(candidates: list[str], references: list[list[str]], metrics=
     return CaptionScorer(candidates, references, metrics).score()
 
 
+def mask_metrics(predictions: list[dict]) -> dict[str, float]:
+    """Segmentation quality of the regions that have ground-truth masks: ``mask_mIoU`` (percent),
+    ``empty_mask_percent`` (predicted masks without a pixel) and ``iou_score_pearson`` (Pearson r
+    of SAM's predicted IoU with the true mask IoU; absent when either is constant)."""
+    scored = [p for p in predictions if p["mask_iou"] is not None]
+    if not scored:
+        return {}
+    true_iou = np.array([p["mask_iou"] for p in scored], dtype=np.float64)
+    predicted = np.array([p["iou_score"] for p in scored], dtype=np.float64)
+    results = {
+        "mask_mIoU": 100.0 * float(true_iou.mean()),
+        "empty_mask_percent": 100.0 * float(np.mean([mask_util.area(p["mask"]) == 0 for p in scored])),
+    }
+    if true_iou.std() > 0 and predicted.std() > 0:
+        results["iou_score_pearson"] = float(np.corrcoef(predicted, true_iou)[0, 1])
+    return results
+
+
 def _group_indices(predictions: list[dict], key: str) -> dict[str, list[int]]:
     groups: dict[str, list[int]] = defaultdict(list)
     for i, prediction in enumerate(predictions):
@@ -215,9 +233,7 @@ class CaptionEvaluator(DatasetEvaluator):
         def metrics_of(indices: list[int] | None) -> dict[str, float]:
             chosen = predictions if indices is None else [predictions[i] for i in indices]
             results = scorer.score(indices)
-            mask_ious = [p["mask_iou"] for p in chosen if p["mask_iou"] is not None]
-            if mask_ious:
-                results["mask_mIoU"] = 100.0 * float(np.mean(mask_ious))
+            results.update(mask_metrics(chosen))
             results["num_regions"] = len(chosen)
             return results
 

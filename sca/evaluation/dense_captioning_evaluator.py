@@ -11,6 +11,8 @@ Used during and after training for the splits whose ``data.test_protocols`` incl
   then applies to them too (regions it drops are left out and counted); ``metrics.json`` says which
   form was scored (``references``).
 * an image that is missing or unreadable is skipped and counted (``skipped_images``), not scored.
+* for sources with masks, ``anything_recall``: the percent of ground-truth masks that some kept
+  region overlaps at mask IoU >= 0.5 (:func:`~sca.evaluation.anything_mode.matched_regions`).
 * outputs (rank 0): ``<output_dir>/metrics.json`` (mAP, detection mAP, the 30 + 5 APs, the
   conventions, counts) and ``predictions.json`` (per image, the predicted boxes, captions, scores).
 """
@@ -21,6 +23,7 @@ import itertools
 import json
 import logging
 import os
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -34,8 +37,9 @@ from torch import nn
 from sca.data.caption_normalization import normalize_captions
 from sca.data.mappers.image_input import read_image_or_skip
 from sca.data.multi_source import compact_records
-from sca.data.record_regions import record_regions
+from sca.data.record_regions import RecordRegion, record_regions
 from sca.data.skip_counts import SkipRecorder
+from sca.evaluation.anything_mode import ground_truth_regions, matched_regions
 from sca.evaluation.dense_captioning import ImageRegions, dense_captioning_map
 from sca.predictor import AnythingConfig, RegionCaptionPredictor
 
@@ -50,15 +54,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def ground_truth(record: dict, metadata, normalization: str = "none") -> tuple[ImageRegions, int]:
-    """One box per reference caption (after ``normalization``) and the number of regions it dropped."""
-    pairs, dropped = [], 0
-    for region in record_regions(record, metadata):
-        captions = normalize_captions(region.captions, normalization)
-        dropped += not captions
-        pairs += [(region.box, caption) for caption in captions]
-    boxes = np.array([box for box, _ in pairs], dtype=np.float64).reshape(-1, 4)
-    return ImageRegions(boxes, [c for _, c in pairs]), dropped
+def ground_truth(record: dict, metadata, normalization: str = "none") -> tuple[list[RecordRegion], int]:
+    """The record's ground-truth regions with their captions under ``normalization`` (regions left
+    without a caption are dropped) and the number dropped."""
+    regions = record_regions(record, metadata)
+    kept = [replace(r, captions=captions) for r in regions if (captions := normalize_captions(r.captions, normalization))]
+    return kept, len(regions) - len(kept)
 
 
 class _ReadImage:
@@ -86,7 +87,7 @@ def build_dense_captioning_loader(dataset_name: str, max_images: int = 0, num_wo
 
 class AnythingModeCaptioner(nn.Module):
     """A model for ``inference_on_dataset``: each ``{record, image}`` in, the regions the predictor's
-    "anything" mode finds out (``boxes`` XYXY in image pixels, ``captions``, ``scores``)."""
+    "anything" mode finds out (``boxes`` XYXY in image pixels, ``captions``, ``scores``, ``masks``)."""
 
     def __init__(self, predictor: RegionCaptionPredictor, anything: AnythingConfig, task_type: str | None = None):
         super().__init__()
@@ -106,6 +107,7 @@ class AnythingModeCaptioner(nn.Module):
                 "boxes": np.array([r.box for r in regions], dtype=np.float64).reshape(-1, 4),
                 "captions": [r.caption for r in regions],
                 "scores": np.array([r.iou_score for r in regions], dtype=np.float64),
+                "masks": [r.mask for r in regions],
             })
         return outputs
 
@@ -119,16 +121,19 @@ class DenseCaptioningEvaluator(DatasetEvaluator):
         conventions: ``"sca"`` or ``"densecap_lua"`` (see :mod:`sca.evaluation.dense_captioning`).
         normalization: applied to the reference captions (``"none"``: the raw phrases).
         caption_scorer: ``(candidates, references) -> scores``; default METEOR.
+        match_iou: mask IoU at which a predicted region finds a ground-truth mask (``anything_recall``,
+            for sources with masks: :func:`~sca.evaluation.anything_mode.matched_regions`).
     """
 
     def __init__(self, dataset_name: str, output_dir: str | None = None, conventions: str = "sca",
-                 normalization: str = "none", caption_scorer=None):
+                 normalization: str = "none", caption_scorer=None, match_iou: float = 0.5):
         self.dataset_name = dataset_name
         self.metadata = MetadataCatalog.get(dataset_name)
         self.output_dir = output_dir
         self.conventions = conventions
         self.normalization = normalization
         self.caption_scorer = caption_scorer
+        self.match_iou = match_iou
         self.report: dict = {}  # the full results of the last evaluate() (rank 0)
         self.reset()
 
@@ -136,6 +141,7 @@ class DenseCaptioningEvaluator(DatasetEvaluator):
         self._images: list[dict] = []
         self._skipped: list[str] = []
         self._dropped_regions = 0
+        self._masks_found = self._masks_total = 0
 
     def process(self, inputs, outputs) -> None:
         for item, output in zip(inputs, outputs):
@@ -143,8 +149,12 @@ class DenseCaptioningEvaluator(DatasetEvaluator):
             if output.get("skipped"):
                 self._skipped.append(record["file_name"])
                 continue
-            truth, dropped = ground_truth(record, self.metadata, self.normalization)
+            regions, dropped = ground_truth(record, self.metadata, self.normalization)
             self._dropped_regions += dropped
+            masks = [r.mask for r in regions if r.mask is not None]
+            self._masks_total += len(masks)
+            self._masks_found += matched_regions(masks, output["masks"], self.match_iou)
+            truth = ground_truth_regions(regions)
             self._images.append({
                 "image_id": record["image_id"],
                 "boxes": output["boxes"].tolist(), "captions": output["captions"], "scores": output["scores"].tolist(),
@@ -155,6 +165,7 @@ class DenseCaptioningEvaluator(DatasetEvaluator):
         images = list(itertools.chain.from_iterable(comm.gather(self._images, dst=0)))
         skipped = list(itertools.chain.from_iterable(comm.gather(self._skipped, dst=0)))
         dropped = sum(comm.gather(self._dropped_regions, dst=0))
+        found, total = (sum(comm.gather(n, dst=0)) for n in (self._masks_found, self._masks_total))
         if not comm.is_main_process():
             return {}
         if skipped:
@@ -168,6 +179,8 @@ class DenseCaptioningEvaluator(DatasetEvaluator):
             "num_images": len(images),
             "skipped_images": len(skipped),
             "regions_dropped_by_normalization": dropped,
+            "anything_recall": 100.0 * found / max(total, 1),  # percent of the ground-truth masks found
+            "num_ground_truth_masks": total,
         }
         self.report = report
         logger.info("%s: dense-captioning mAP %.2f, detection mAP %.2f (%d images, %d predictions, %d merged ground-truth "

@@ -72,6 +72,7 @@ def build_model(cfg, loss_weights: dict[str, float] | None = None) -> RegionCapt
         loss_weights=loss_weights,
         label_smoothing=cfg.model.label_smoothing,
         mask_loss_weight=cfg.model.mask_loss_weight,
+        iou_loss_weight=cfg.model.iou_loss_weight,
         generation=cfg.model.generation,
     )
 

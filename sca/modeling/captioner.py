@@ -44,7 +44,8 @@ class CaptionerOutput:
     """Training outputs (losses are scalars; ``None`` when not computed)."""
 
     loss_caption: torch.Tensor
-    loss_mask: torch.Tensor | None
+    loss_mask: torch.Tensor | None  # BCE + dice of the best candidate mask per region
+    loss_iou: torch.Tensor | None  # MSE of SAM's predicted IoU against each candidate's true IoU
     pred_masks: torch.Tensor  # (R, M, m, m)
     iou_scores: torch.Tensor  # (R, M)
 
@@ -197,8 +198,12 @@ class SCACaptioner(nn.Module):
         logits = self.language_model(inputs_embeds=inputs_embeds, attention_mask=full_mask, logits_to_keep=positions).logits
         valid = attention_mask.bool()
         loss_caption = F.cross_entropy(logits[valid].float(), input_ids[valid], label_smoothing=label_smoothing)
-        loss_mask = None if gt_masks is None else mask_loss(pred_masks, gt_masks)
-        return CaptionerOutput(loss_caption=loss_caption, loss_mask=loss_mask, pred_masks=pred_masks, iou_scores=iou_scores)
+        loss_mask = loss_iou = None
+        if gt_masks is not None:
+            loss_mask, loss_iou = mask_losses(pred_masks, iou_scores, gt_masks)
+        return CaptionerOutput(
+            loss_caption=loss_caption, loss_mask=loss_mask, loss_iou=loss_iou, pred_masks=pred_masks, iou_scores=iou_scores
+        )
 
     @torch.no_grad()
     def generate(
@@ -275,8 +280,24 @@ class SCACaptioner(nn.Module):
         return model
 
 
-def mask_loss(pred_masks: torch.Tensor, gt_masks: torch.Tensor) -> torch.Tensor:
-    """SAM-style mask loss: BCE + dice per candidate mask, keeping the best candidate per region."""
+def mask_losses(
+    pred_masks: torch.Tensor, iou_scores: torch.Tensor, gt_masks: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAM's training losses for R regions with M candidate masks each.
+
+    * mask loss: binary cross-entropy + dice of each candidate; only the best candidate per region
+      counts (SAM's minimum over its multimask outputs). SAM's own ``20 * focal + dice`` mix (alpha
+      0.25) collapsed the masks of the from-scratch demo model to near-empty (mask mIoU 0.8 after 500
+      iterations against 33 with this loss), so BCE keeps the positive pixels' full weight;
+    * IoU loss: mean squared error between the IoU head's prediction for *every* candidate and that
+      candidate's true IoU with the ground truth (binarised at logit 0, no gradient through the target).
+
+    Args:
+        pred_masks: (R, M, m, m) mask logits; iou_scores: (R, M); gt_masks: (R, m', m') binary.
+
+    Returns:
+        (mask loss, IoU loss), scalars in fp32.
+    """
     target = gt_masks[:, None].float()
     if target.shape[-1] != pred_masks.shape[-1]:
         target = F.interpolate(target, size=pred_masks.shape[-2:], mode="nearest")
@@ -285,4 +306,10 @@ def mask_loss(pred_masks: torch.Tensor, gt_masks: torch.Tensor) -> torch.Tensor:
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(dim=(-2, -1))
     probs = logits.sigmoid()
     dice = 1 - (2 * (probs * target).sum(dim=(-2, -1)) + 1) / (probs.sum(dim=(-2, -1)) + target.sum(dim=(-2, -1)) + 1)
-    return (bce + dice).min(dim=1).values.mean()
+    loss_mask = (bce + dice).min(dim=1).values.mean()
+    with torch.no_grad():
+        binary, truth = logits > 0, target > 0.5
+        union = (binary | truth).sum(dim=(-2, -1))
+        true_iou = torch.where(union > 0, (binary & truth).sum(dim=(-2, -1)) / union.clamp(min=1), torch.ones_like(union, dtype=logits.dtype))
+    loss_iou = F.mse_loss(iou_scores.float(), true_iou)
+    return loss_mask, loss_iou

@@ -18,7 +18,8 @@ class RegionCaptioner(nn.Module):
     """Follows detectron2's meta-architecture contract.
 
     * training: ``model({source: batch})`` -> ``{"loss_caption/<source>": weighted loss, ...}``
-      (plus ``loss_mask/<source>`` when the mask loss is on), which ``SimpleTrainer`` sums and logs.
+      (plus ``loss_mask/<source>`` and ``loss_iou/<source>`` when the mask loss is on), which
+      ``SimpleTrainer`` sums and logs.
     * inference: ``model([region sample, ...])`` -> one dict per image with ``image_id``, ``source``,
       ``task_type`` and ``regions`` (ids, prompts and binary masks in the original image frame,
       generated captions, references, SAM's IoU scores).
@@ -29,6 +30,7 @@ class RegionCaptioner(nn.Module):
         loss_weights: per-source loss weight.
         label_smoothing: of the caption cross-entropy (0.1 in the paper).
         mask_loss_weight: >0 adds SAM's mask loss (for runs that train SAM).
+        iou_loss_weight: weight of SAM's IoU-prediction loss, added with the mask loss.
         generation: decoding settings for inference.
     """
 
@@ -40,6 +42,7 @@ class RegionCaptioner(nn.Module):
         loss_weights: dict[str, float],
         label_smoothing: float,
         mask_loss_weight: float,
+        iou_loss_weight: float = 1.0,
         generation: GenerationConfig,
     ):
         super().__init__()
@@ -48,6 +51,7 @@ class RegionCaptioner(nn.Module):
         self.loss_weights = dict(loss_weights)
         self.label_smoothing = label_smoothing
         self.mask_loss_weight = mask_loss_weight
+        self.iou_loss_weight = iou_loss_weight
         self.generation = generation
         self.autocast_dtype: torch.dtype | None = None  # mixed precision (e.g. torch.bfloat16) when set
 
@@ -87,6 +91,7 @@ class RegionCaptioner(nn.Module):
             losses[f"loss_caption/{source}"] = weight * output.loss_caption
             if output.loss_mask is not None:
                 losses[f"loss_mask/{source}"] = weight * self.mask_loss_weight * output.loss_mask
+                losses[f"loss_iou/{source}"] = weight * self.iou_loss_weight * output.loss_iou
         return losses
 
     @torch.no_grad()

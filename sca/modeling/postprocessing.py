@@ -14,7 +14,7 @@ from transformers import SamImageProcessor
 
 from sca.data.prompts import PROMPT_TYPES
 
-__all__ = ["masks_to_image_frame", "prompts_to_image_frame", "mask_box"]
+__all__ = ["masks_to_image_frame", "prompts_to_image_frame", "mask_box", "region_box"]
 
 MASK_CHUNK = 16  # regions upsampled together (each is input_size^2 floats on the way)
 
@@ -90,3 +90,17 @@ def mask_box(mask) -> list[float]:
     """XYXY box (pixel edges) of a binary (H, W) mask; zeros when it is empty."""
     ys, xs = np.nonzero(np.asarray(mask))
     return [0.0] * 4 if len(xs) == 0 else [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+
+
+def region_box(mask, prompt: dict) -> list[float]:
+    """The box to show for a predicted region: its mask's box, or, when the mask is empty, the box
+    its prompt implies (the box prompt itself, or the points' bounding box). An empty mask from a
+    mask prompt, which carries no coordinates, keeps the zero box of :func:`mask_box`."""
+    if np.asarray(mask).any():
+        return mask_box(mask)
+    if prompt["type"] == "box":
+        return [float(v) for v in prompt["box"]]
+    if prompt["type"] == "point":
+        xy = np.asarray(prompt["points"], dtype=np.float64).reshape(-1, 2)
+        return [float(xy[:, 0].min()), float(xy[:, 1].min()), float(xy[:, 0].max()), float(xy[:, 1].max())]
+    return mask_box(mask)
