@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from sca.data.datasets.register_vg import IMAGE_FOLDERS, VG_CATEGORIES
-from sca.data.datasets.synthetic_detection_trees import _scene_boxes, _sizes
+from sca.data.datasets.synthetic_detection_trees import image_sizes, scene_boxes
 
 __all__ = ["VG_KEY_VERSIONS", "vg_image_url", "synthetic_phrase", "write_vg_tree", "write_grit_annotations"]
 
@@ -67,12 +67,12 @@ def write_vg_tree(
     vg = Path(root) / "vg"
     image_data, region_descriptions = [], []
     region_id = first_image_id * 1000
-    for i, (width, height) in enumerate(_sizes(rng, num_images, size)):
+    for i, (width, height) in enumerate(image_sizes(rng, num_images, size)):
         image_id = first_image_id + i
         folder = IMAGE_FOLDERS[0] if i < num_images // 2 else IMAGE_FOLDERS[1]
         path = vg / folder / f"{image_id}.jpg"
         path.parent.mkdir(parents=True, exist_ok=True)
-        pixels, boxes = _scene_boxes(rng, width, height, max_regions)
+        pixels, boxes = scene_boxes(rng, width, height, max_regions)
         Image.fromarray(pixels).save(path, quality=90)
         id_key = "image_id" if key_version == "v1.2" else "id"
         image_data.append({id_key: image_id, "url": vg_image_url(image_id, folder), "width": width, "height": height,
