@@ -21,77 +21,29 @@ A split whose cleaned file exists is skipped (delete the file to redo it).
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
-from typing import TextIO
 
 import numpy as np
-from PIL import Image
-from tqdm import tqdm
 
-from sca.data.datasets.coco_boxes import read_coco_boxes
+from sca.data.datasets.coco_boxes import read_coco_boxes, write_coco_boxes
 from sca.data.datasets.register_objects365 import (
     OBJECTS365_SPLITS,
     check_objects365_categories,
     objects365_categories,
     objects365_folder_resolver,
 )
-from sca.data.preparation import PreparationError, argument_parser, datasets_root, parallel_map, require, run, write_text_atomically
+from sca.data.preparation import (
+    PreparationError,
+    argument_parser,
+    check_images,
+    datasets_root,
+    index_images,
+    require,
+    run,
+    write_text_atomically,
+)
 
 DOWNLOAD = "https://www.objects365.org/download.html"
-_EXIF_ORIENTATION = 0x0112
-_SWAPPED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF rotations by 90 degrees: width and height swap when applied
-
-
-def index_images(folder: Path) -> set[str]:
-    """Paths of the files under ``folder`` (walked once, following symbolic links)."""
-    found: set[str] = set()
-    with tqdm(desc=f"indexing {folder}", unit=" files", dynamic_ncols=True) as progress:
-        for directory, _, files in os.walk(os.path.normpath(folder), followlinks=True):
-            found.update(os.path.join(directory, name) for name in files)
-            progress.update(len(files))
-    return found
-
-
-def check_image(task: tuple[int, str, int, int]) -> tuple[int, str]:
-    """(index, "ok" | "corrupt" | "size_mismatch") for one image, decoded at reduced scale."""
-    index, path, width, height = task
-    try:
-        with Image.open(path) as image:
-            size = image.size
-            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
-            image.draft("RGB", (max(size[0] // 8, 1), max(size[1] // 8, 1)))
-            image.load()
-    except Exception:  # noqa: BLE001  (any decoding failure means the file is unusable)
-        return index, "corrupt"
-    if orientation in _SWAPPED_ORIENTATIONS:
-        size = size[::-1]
-    return index, "ok" if size == (width, height) else "size_mismatch"
-
-
-def _write_clean_json(f: TextIO, records, keep: np.ndarray, image_dir: str, category_ids: np.ndarray, info: dict) -> None:
-    """Stream the kept images and their boxes as a COCO detection JSON."""
-    f.write('{"info": ' + json.dumps(info) + ', "images": [')
-    kept = np.flatnonzero(keep)
-    for n, i in enumerate(kept):
-        image = {"id": int(records.image_ids[i]), "file_name": os.path.relpath(records.file_name(i), image_dir),
-                 "height": int(records.heights[i]), "width": int(records.widths[i])}
-        f.write((", " if n else "") + json.dumps(image))
-    f.write('], "annotations": [')
-    first = True
-    for i in tqdm(kept, desc="writing", unit="img", dynamic_ncols=True, leave=False):
-        start, end = records.box_offsets[i], records.box_offsets[i + 1]
-        for ann_id, box, category, crowd in zip(
-            records.annotation_ids[start:end].tolist(), records.boxes[start:end].tolist(),
-            category_ids[records.category_ids[start:end]].tolist(), records.iscrowd[start:end].tolist(),
-        ):
-            ann = {"id": ann_id, "image_id": int(records.image_ids[i]), "category_id": category, "bbox": box,
-                   "area": box[2] * box[3], "iscrowd": crowd}
-            f.write(("" if first else ", ") + json.dumps(ann))
-            first = False
-    categories = [{"id": c["id"], "name": c["name"]} for c in objects365_categories()]
-    f.write('], "categories": ' + json.dumps(categories) + "}")
 
 
 def prepare_split(root: Path, split: str, workers: int) -> None:
@@ -108,14 +60,8 @@ def prepare_split(root: Path, split: str, workers: int) -> None:
     except ValueError as error:
         raise PreparationError(str(error)) from None
     records = result.records
-    on_disk = index_images(image_dir)
     paths_of = [records.file_name(i) for i in range(len(records))]
-    present = np.array([p in on_disk for p in paths_of], dtype=bool)
-    del on_disk
-    tasks = [(i, paths_of[i], int(records.widths[i]), int(records.heights[i])) for i in np.flatnonzero(present)]
-    status = np.full(len(records), "missing", dtype=object)
-    for index, outcome in parallel_map(check_image, tasks, workers, desc=f"objects365 {split}: decoding"):
-        status[index] = outcome
+    status = check_images(records, index_images(image_dir), workers, desc=f"objects365 {split}: decoding")
     keep = status == "ok"
     info = {
         "description": f"Objects365 v2 {split}, cleaned by datasets/prepare_objects365.py from {json_file.name}",
@@ -128,8 +74,8 @@ def prepare_split(root: Path, split: str, workers: int) -> None:
         "boxes_dropped": result.counts["dropped_boxes"],
         "images_without_boxes": result.counts["images_without_boxes"],
     }
-    category_ids = np.array([c["id"] for c in result.categories], dtype=np.int64)
-    write_text_atomically(clean, lambda f: _write_clean_json(f, records, keep, str(image_dir), category_ids, info))
+    categories = [{"id": c["id"], "name": c["name"]} for c in objects365_categories()]
+    write_text_atomically(clean, lambda f: write_coco_boxes(f, records, keep, str(image_dir), categories, info))
     print(f"{clean}: " + ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in info.items() if key != "description"))
     for kind in ("missing", "corrupt", "size_mismatch"):
         examples = [paths_of[i] for i in np.flatnonzero(status == kind)[:3]]

@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import II, MISSING, DictConfig, OmegaConf
 
+from sca.data.caption_normalization import CAPTION_NORMALIZATIONS
 from sca.data.prompts import PROMPT_TYPES
 
 __all__ = [
@@ -23,13 +24,18 @@ __all__ = [
     "GenerationConfig",
     "ModelConfig",
     "SolverConfig",
+    "DenseCapEvalConfig",
     "EvalConfig",
+    "TEST_PROTOCOLS",
     "DistConfig",
     "SCAConfig",
     "ConfigError",
     "register_configs",
     "validate",
 ]
+
+
+TEST_PROTOCOLS = ("gt_boxes", "densecap")
 
 
 class ConfigError(ValueError):
@@ -56,6 +62,9 @@ class MapperConfig:
     min_region_area: int = 4  # pixels, after augmentation; smaller regions are dropped
     mask_size: int = II("model.mask_size")  # side of the region masks for mask prompts / mask loss
     prompt: PromptConfig = field(default_factory=PromptConfig)
+    # free-text captions (Visual Genome): "densecap" lowercases, deletes punctuation and drops regions
+    # of more than 15 words (sca.data.caption_normalization); "none" keeps the phrase as written
+    caption_normalization: str = "none"
 
 
 @dataclass
@@ -84,6 +93,9 @@ class DataConfig:
     num_workers: int = 2  # one budget for the whole loader (all sources), per process
     max_failure_rate: float = 0.01  # a source whose mapper raises on more samples than this stops the run
     test_batch_size: int = 8  # images per inference step (their regions are captioned together)
+    # per test dataset, the evaluation protocols (default [gt_boxes]): "gt_boxes" captions the
+    # ground-truth boxes (caption metrics), "densecap" finds its own regions (dense-captioning mAP)
+    test_protocols: Dict[str, List[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -145,11 +157,20 @@ class SolverConfig:
 
 
 @dataclass
+class DenseCapEvalConfig:
+    """The ``densecap`` protocol: regions from the "anything" mode, dense-captioning mAP."""
+
+    anything: Dict[str, Any] = field(default_factory=dict)  # AnythingConfig fields (sca.predictor) to override
+    conventions: str = "sca"  # "sca" or "densecap_lua" (sca.evaluation.dense_captioning)
+
+
+@dataclass
 class EvalConfig:
     period: int = 0  # 0: evaluate only at the end of training
     max_images: int = 0  # 0: the whole split
     # SPICE needs the optional extra (pip install 'sca[spice]'); without it, it is reported as skipped
     metrics: List[str] = field(default_factory=lambda: ["exact_match", "bleu", "meteor", "rouge", "cider", "spice"])
+    densecap: DenseCapEvalConfig = field(default_factory=DenseCapEvalConfig)
 
 
 @dataclass
@@ -203,6 +224,14 @@ def validate(cfg: DictConfig | SCAConfig) -> None:
             raise ConfigError(f"{key}.augmentation: '{mapper.augmentation}' is not 'lsj' or 'none'")
         if mapper.image_size <= 0 or mapper.max_regions <= 0:
             raise ConfigError(f"{key}: image_size and max_regions must be positive")
+        if mapper.caption_normalization not in CAPTION_NORMALIZATIONS:
+            raise ConfigError(f"{key}.caption_normalization: '{mapper.caption_normalization}' is not one of {CAPTION_NORMALIZATIONS}")
+    for dataset, protocols in cfg.data.test_protocols.items():
+        unknown = set(protocols) - set(TEST_PROTOCOLS)
+        if unknown or not protocols:
+            raise ConfigError(f"data.test_protocols.{dataset}: {list(protocols)} must be a non-empty list of {TEST_PROTOCOLS}")
+    if cfg.evaluation.densecap.conventions not in ("sca", "densecap_lua"):
+        raise ConfigError(f"evaluation.densecap.conventions: '{cfg.evaluation.densecap.conventions}' is not sca or densecap_lua")
     task_types = [(f"data.sources.{n}.task_type", s.task_type) for n, s in cfg.data.sources.items()]
     task_types.append(("data.test_task_type", cfg.data.test_task_type))
     task_types += [(f"data.test_task_types.{d}", t) for d, t in cfg.data.test_task_types.items()]

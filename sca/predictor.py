@@ -157,16 +157,22 @@ class RegionCaptionPredictor:
         weights: a detectron2 checkpoint or ``save_pretrained`` directory; empty keeps the weights
             ``cfg`` builds (random unless ``cfg.model.weights`` names some).
         device: "cpu", "cuda", ...; default: CUDA when available.
+        model: an already built ``RegionCaptioner`` to use as it is (e.g. the model being trained,
+            for evaluation during training); ``weights`` and ``device`` are then ignored and its
+            train / eval mode is left to the caller.
     """
 
-    def __init__(self, cfg: SCAConfig, weights: str = "", device: str | None = None):
+    def __init__(self, cfg: SCAConfig, weights: str = "", device: str | None = None, model=None):
         self.cfg = cfg
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if weights and Path(weights).is_dir():
-            cfg.model.weights = str(weights)  # a save_pretrained directory is read by build_model
-        self.model = build_model(cfg).to(self.device)
-        load_checkpoint(self.model, str(weights or cfg.model.weights))
-        self.model.eval()
+        if model is not None:
+            self.model, self.device = model, model.device
+        else:
+            self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+            if weights and Path(weights).is_dir():
+                cfg.model.weights = str(weights)  # a save_pretrained directory is read by build_model
+            self.model = build_model(cfg).to(self.device)
+            load_checkpoint(self.model, str(weights or cfg.model.weights))
+            self.model.eval()
         self.augmentations = T.AugmentationList(build_augmentation(cfg.data.test_mapper, is_train=False))
 
     @classmethod

@@ -43,3 +43,11 @@ def test_annotation_memory_tool_measures_every_scenario(tmp_path):
     for scenario in ("import only", "sca records", "sca records -> d2 serialized", "train loader", "d2 load_coco_json"):
         assert re.search(rf"^{re.escape(scenario)}\s+\d+ MB\s+-?\d+ MB\s+-?\d+ MB", out, re.M), scenario
     assert "(read" not in out  # every scenario saw the same 300 images / 3000 boxes
+
+
+def test_annotation_memory_tool_measures_visual_genome(tmp_path):
+    out = run_tool("tools/measure_annotation_memory.py", "--source", "vg", "--root", str(tmp_path), "--images", "300", "--boxes", "3000")
+    for scenario in ("import only", "sca records", "train loader", "list of dicts"):
+        assert re.search(rf"^{re.escape(scenario)}\s+\d+ MB\s+-?\d+ MB\s+-?\d+ MB", out, re.M), scenario
+    assert "(read" not in out  # the list-of-dicts baseline read the same train images and regions
+    assert (tmp_path / "vg-300-images-3000-boxes/vg/densecap_splits.json").is_file()

@@ -138,3 +138,31 @@ def test_dense_captioning_tool_on_demo_images(trained_run, tmp_path, load_tool, 
     assert 0 <= results["mAP"] <= results["detection_mAP"] <= 100
     assert 0 <= results["anything_recall"] <= 100
     assert json.loads(output.read_text()) == results
+
+
+def test_iou_conventions_continuous_and_densecap_plus_one_pixel():
+    # [0, 0, 9, 9] and [0, 0, 9, 4]: continuous IoU 36 / 81 = 0.44; with DenseCap's +1 pixel 50 / 100 = 0.5.
+    truth, guess = gt([[0, 0, 9, 9]], ["red circle"]), pred([[0, 0, 9, 4]], ["red circle"], [1.0])
+    continuous = dense_captioning_map([guess], [truth], exact)
+    plus_one = dense_captioning_map([guess], [truth], exact, conventions="densecap_lua")
+    assert continuous["detection_ap"]["iou0.4"] == pytest.approx(100) and continuous["detection_ap"]["iou0.5"] == 0
+    assert plus_one["detection_ap"]["iou0.5"] == pytest.approx(100) and plus_one["detection_ap"]["iou0.6"] == 0
+    assert continuous["conventions"] == "sca" and plus_one["conventions"] == "densecap_lua"
+
+
+def test_recall_levels_101_or_the_lua_loops_100():
+    # Precision 1 up to recall exactly 0.5: 51 of the levels 0, 0.01, ..., 1; the Lua loop's accumulated
+    # levels reach 0.5000000000000002 at the 51st, so only 50 of its 100 levels are covered.
+    guess = pred(TWO.boxes, ["red circle", "green square"], [0.9, 0.8])
+    assert dense_captioning_map([guess], [TWO], exact)["mAP"] == pytest.approx(100 * 51 / 101)
+    assert dense_captioning_map([guess], [TWO], exact, conventions="densecap_lua")["mAP"] == pytest.approx(50)
+    with pytest.raises(ValueError, match="conventions"):
+        dense_captioning_map([guess], [TWO], exact, conventions="coco")
+
+
+@pytest.mark.parametrize("captions, expected_map", [(["blue", "red circle"], 0.0), (["red circle", "blue"], 100.0)])
+def test_confidence_ties_keep_the_prediction_order(captions, expected_map):
+    # Equal confidences: the first prediction takes the box, the second is a duplicate.
+    truth = gt([[0, 0, 10, 10]], ["red circle"])
+    result = dense_captioning_map([pred([[0, 0, 10, 10]] * 2, captions, [0.5, 0.5])], [truth], exact)
+    assert result["mAP"] == pytest.approx(expected_map) and result["detection_mAP"] == pytest.approx(100)

@@ -1,5 +1,6 @@
 """What the preparation scripts in ``datasets/`` share: the datasets root, input problems reported
-as a message (no stack trace), atomic outputs and a parallel map with a progress bar."""
+as a message (no stack trace), atomic outputs, a parallel map with a progress bar, and the image
+check of the box sources (indexed once, each image decoded)."""
 
 from __future__ import annotations
 
@@ -25,8 +26,14 @@ __all__ = [
     "save_json",
     "write_text_atomically",
     "parallel_map",
+    "index_images",
+    "check_image",
+    "check_images",
     "run",
 ]
+
+_EXIF_ORIENTATION = 0x0112
+_SWAPPED_ORIENTATIONS = (5, 6, 7, 8)  # EXIF rotations by 90 degrees: width and height swap when applied
 
 
 class PreparationError(Exception):
@@ -93,6 +100,43 @@ def parallel_map(function: Callable, items: list, workers: int, desc: str) -> It
             for result in results:
                 progress.update()
                 yield result
+
+
+def index_images(folder: Path) -> set[str]:
+    """Paths of the files under ``folder`` (walked once, following symbolic links)."""
+    found: set[str] = set()
+    with tqdm(desc=f"indexing {folder}", unit=" files", dynamic_ncols=True) as progress:
+        for directory, _, files in os.walk(os.path.normpath(folder), followlinks=True):
+            found.update(os.path.join(directory, name) for name in files)
+            progress.update(len(files))
+    return found
+
+
+def check_image(task: tuple[int, str, int, int]) -> tuple[int, str]:
+    """(index, "ok" | "corrupt" | "size_mismatch") for one image, decoded at reduced scale."""
+    index, path, width, height = task
+    try:
+        with Image.open(path) as image:
+            size = image.size
+            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+            image.draft("RGB", (max(size[0] // 8, 1), max(size[1] // 8, 1)))
+            image.load()
+    except Exception:  # noqa: BLE001  (any decoding failure means the file is unusable)
+        return index, "corrupt"
+    if orientation in _SWAPPED_ORIENTATIONS:
+        size = size[::-1]
+    return index, "ok" if size == (width, height) else "size_mismatch"
+
+
+def check_images(records, on_disk: set[str], workers: int, desc: str) -> np.ndarray:
+    """Per record of a :class:`~sca.data.datasets.box_records.BoxRecords`: "missing" (not in
+    ``on_disk``), "corrupt", "size_mismatch" (not its recorded size) or "ok"."""
+    paths = [records.file_name(i) for i in range(len(records))]
+    status = np.full(len(records), "missing", dtype=object)
+    tasks = [(i, path, int(records.widths[i]), int(records.heights[i])) for i, path in enumerate(paths) if path in on_disk]
+    for index, outcome in parallel_map(check_image, tasks, workers, desc=desc):
+        status[index] = outcome
+    return status
 
 
 def run(main: Callable[[], None]) -> None:

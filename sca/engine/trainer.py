@@ -34,6 +34,7 @@ from sca.engine.checkpoint import AtomicCheckpointer
 from sca.engine.graceful_stop import GracefulStop
 from sca.engine.optimizer import build_lr_scheduler, build_optimizer
 from sca.evaluation.caption_evaluator import CaptionEvaluator
+from sca.evaluation.dense_captioning_evaluator import evaluate_dense_captioning
 from sca.modeling.build import build_model, is_pretrained_dir
 from sca.modeling.meta_arch import RegionCaptioner
 
@@ -55,14 +56,22 @@ def _autocast_dtype(cfg: SCAConfig) -> torch.dtype | None:
 
 
 def evaluate(cfg: SCAConfig, model: RegionCaptioner) -> OrderedDict:
-    """Caption metrics on every ``data.test_datasets`` split; results gathered on rank 0."""
+    """Every ``data.test_datasets`` split under its ``data.test_protocols`` (default ``gt_boxes``):
+    caption metrics with ground-truth box prompts and / or dense-captioning mAP with the model's own
+    regions (``densecap``); results gathered on rank 0."""
     results = OrderedDict()
     for dataset_name in cfg.data.test_datasets:
-        loader = build_test_loader(cfg.data, dataset_name, model.tokenizer, cfg.evaluation.max_images)
-        evaluator = CaptionEvaluator(
-            dataset_name, cfg.evaluation.metrics, output_dir=os.path.join(cfg.output_dir, "eval", dataset_name)
-        )
-        results[dataset_name] = inference_on_dataset(model, loader, evaluator)
+        protocols = cfg.data.test_protocols.get(dataset_name, ["gt_boxes"])
+        results[dataset_name] = {}
+        if "gt_boxes" in protocols:
+            loader = build_test_loader(cfg.data, dataset_name, model.tokenizer, cfg.evaluation.max_images)
+            evaluator = CaptionEvaluator(
+                dataset_name, cfg.evaluation.metrics, output_dir=os.path.join(cfg.output_dir, "eval", dataset_name),
+                reference_form=cfg.data.test_mapper.caption_normalization,
+            )
+            results[dataset_name].update(inference_on_dataset(model, loader, evaluator))
+        if "densecap" in protocols:
+            results[dataset_name].update(evaluate_dense_captioning(cfg, model, dataset_name))
         if comm.is_main_process():
             logger.info("Evaluation results for %s in csv format:", dataset_name)
             print_csv_format(results[dataset_name])

@@ -13,12 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from detectron2.data import DatasetCatalog, MetadataCatalog
 from pycocotools import mask as mask_util
-from tqdm import tqdm
 
-from sca.data.record_regions import RecordRegion, record_regions
-from sca.evaluation.dense_captioning import ImageRegions, dense_captioning_map
+from sca.data.record_regions import RecordRegion
+from sca.evaluation.dense_captioning import ImageRegions
 
 __all__ = ["AnythingModeResult", "evaluate_anything_mode", "ground_truth_regions", "matched_regions"]
 
@@ -49,30 +47,29 @@ def matched_regions(truth: list[np.ndarray], predicted: list[np.ndarray], match_
 def evaluate_anything_mode(
     predictor, dataset: str, max_images: int = 0, anything=None, task_type: str | None = None, match_iou: float = 0.5
 ) -> AnythingModeResult:
-    """Caption every image of ``dataset`` (or its first ``max_images``) in "anything" mode and score it.
+    """Caption every image of ``dataset`` (or its first ``max_images``) in "anything" mode and score it,
+    through the ``densecap`` evaluation protocol (:mod:`sca.evaluation.dense_captioning_evaluator`).
 
     Args:
         predictor: a :class:`sca.predictor.RegionCaptionPredictor`.
         anything: :class:`sca.predictor.AnythingConfig` (its defaults when ``None``).
     """
-    records = DatasetCatalog.get(dataset)
-    metadata = MetadataCatalog.get(dataset)
-    if max_images > 0:
-        records = records[:max_images]
-    predictions, truths = [], []
-    found = total = 0
-    for record in tqdm(records, desc=f"anything mode on {dataset}", unit="img"):
-        regions = predictor(record["file_name"], task_type=task_type, anything=anything)
-        boxes = np.array([r.box for r in regions], dtype=np.float64).reshape(-1, 4)
-        predictions.append(ImageRegions(boxes, [r.caption for r in regions], np.array([r.iou_score for r in regions])))
-        truth = record_regions(record, metadata)
-        truths.append(ground_truth_regions(truth))
-        masks = [r.mask for r in truth if r.mask is not None]
-        total += len(masks)
-        found += matched_regions(masks, [r.mask for r in regions], match_iou)
+    # imported here: the evaluator module builds on this one's ground_truth_regions / matched_regions
+    from detectron2.evaluation import inference_on_dataset
+
+    from sca.evaluation.dense_captioning_evaluator import AnythingModeCaptioner, DenseCaptioningEvaluator, build_dense_captioning_loader
+    from sca.predictor import AnythingConfig
+
+    evaluator = DenseCaptioningEvaluator(
+        dataset, normalization=predictor.cfg.data.test_mapper.caption_normalization, match_iou=match_iou
+    )
+    model = AnythingModeCaptioner(predictor, anything or AnythingConfig(), task_type)
+    inference_on_dataset(model, build_dense_captioning_loader(dataset, max_images), evaluator)
+    report = evaluator.report
+    dense = {k: v for k, v in report.items() if k not in ("anything_recall", "num_ground_truth_masks")}
     return AnythingModeResult(
-        recall=100.0 * found / max(total, 1),
-        num_ground_truth=total,
-        num_predictions=sum(len(p.captions) for p in predictions),
-        dense_captioning=dense_captioning_map(predictions, truths, progress=True),
+        recall=report["anything_recall"],
+        num_ground_truth=report["num_ground_truth_masks"],
+        num_predictions=report["num_predictions"],
+        dense_captioning=dense,
     )

@@ -181,15 +181,18 @@ class CaptionEvaluator(DatasetEvaluator):
         dataset_name: the evaluated split (used in logs and file names).
         metrics: subset of ``("exact_match", "bleu", "meteor", "rouge", "cider", "spice")``.
         output_dir: where ``predictions.json`` and ``metrics.json`` go (rank 0 only).
+        reference_form: the caption normalisation the references went through (``"none"``: as
+            written), recorded in ``metrics.json`` as ``references``.
     """
 
-    def __init__(self, dataset_name: str, metrics=METRICS, output_dir: str | None = None):
+    def __init__(self, dataset_name: str, metrics=METRICS, output_dir: str | None = None, reference_form: str = "none"):
         unknown = set(metrics) - set(METRICS)
         if unknown:
             raise ValueError(f"unknown caption metrics {sorted(unknown)}; known: {METRICS}")
         self.dataset_name = dataset_name
         self.metrics = tuple(metrics)
         self.output_dir = output_dir
+        self.reference_form = reference_form
         self._predictions: list[dict] = []
 
     def reset(self) -> None:
@@ -246,7 +249,8 @@ class CaptionEvaluator(DatasetEvaluator):
             os.makedirs(self.output_dir, exist_ok=True)
             with open(os.path.join(self.output_dir, "predictions.json"), "w") as f:
                 json.dump(predictions, f)
-            report = {**overall, **{f"per_{kind}": named for kind, named in per_group.items()}, "skipped": skipped}
+            report = {**overall, **{f"per_{kind}": named for kind, named in per_group.items()}, "skipped": skipped,
+                      "references": "as written" if self.reference_form == "none" else f"{self.reference_form}-normalised"}
             with open(os.path.join(self.output_dir, "metrics.json"), "w") as f:
                 json.dump(report, f, indent=2)
         results = {"caption": overall}

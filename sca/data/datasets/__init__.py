@@ -12,6 +12,7 @@ from sca.data.datasets.register_demo_refs import register_all_demo_refs
 from sca.data.datasets.register_objects365 import register_all_objects365
 from sca.data.datasets.register_refcoco import register_all_refcoco
 from sca.data.datasets.register_v3det import register_all_v3det
+from sca.data.datasets.register_vg import register_all_vg
 
 register_all_demo()
 _root = os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets"))
@@ -21,3 +22,4 @@ register_all_demo_refs()
 register_all_objects365(_root)
 register_all_v3det(_root)
 register_all_refcoco(_root)
+register_all_vg(_root)

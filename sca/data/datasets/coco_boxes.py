@@ -1,5 +1,5 @@
 """COCO-detection-format (boxes only) loading and metadata, shared by every box source
-(Objects365, V3Det).
+(Objects365, V3Det, Visual Genome: an annotation may carry a ``caption``).
 
 The annotation JSON is streamed (:mod:`json_stream`) into :class:`~sca.data.datasets.box_records.BoxRecords`:
 no step holds the file's text or one Python object per box. Loading checks the file as it goes:
@@ -7,8 +7,8 @@ no step holds the file's text or one Python object per box. Loading checks the f
 * an annotation whose ``category_id`` is not among the file's ``categories``, or whose
   ``image_id`` is not among its ``images``, is an error naming the annotation;
 * a box is clipped to its image; one with no area left (width or height <= 0, or entirely
-  outside the image, or not finite) is dropped. Images left without boxes are dropped. All three
-  are counted and logged.
+  outside the image, or not finite) is dropped, and so is a captioned box whose caption is empty.
+  Images left without boxes are dropped. All of them are counted and logged.
 
 Metadata (detectron2 conventions): ``thing_classes``, ``thing_dataset_id_to_contiguous_id`` (by
 ascending category id) and ``class_captions`` (the captions used for the classes).
@@ -16,11 +16,12 @@ ascending category id) and ``class_captions`` (the captions used for the classes
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from array import array
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TextIO
 
 import numpy as np
 from tqdm import tqdm
@@ -30,7 +31,18 @@ from sca.data.datasets.catalog import register_split
 from sca.data.datasets.json_stream import iter_top_level
 from sca.data.datasets.panoptic_json import resolve_inside
 
-__all__ = ["BoxLoadResult", "box_metadata", "clip_boxes", "read_coco_boxes", "load_coco_boxes_json", "register_box_source"]
+__all__ = [
+    "BoxLoadResult",
+    "BoxColumns",
+    "box_metadata",
+    "clip_boxes",
+    "read_coco_boxes",
+    "records_from_columns",
+    "load_coco_boxes_json",
+    "log_box_counts",
+    "register_box_source",
+    "write_coco_boxes",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +96,9 @@ class BoxLoadResult:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-class _Columns:
-    """Growable typed columns for the streamed images and annotations (``array``: C storage)."""
+class BoxColumns:
+    """Growable typed columns for the streamed images and annotations (``array``: C storage).
+    Captions (``caption`` of an annotation) get columns once the first one is seen."""
 
     def __init__(self):
         self.image_ids, self.heights, self.widths = array("q"), array("q"), array("q")
@@ -93,6 +106,8 @@ class _Columns:
         self.directories: dict[str, int] = {}
         self.ann_ids, self.ann_image_ids, self.ann_categories = array("q"), array("q"), array("q")
         self.ann_boxes, self.ann_crowd = array("f"), array("b")
+        self.captions: bytearray | None = None
+        self.caption_offsets: array | None = None
 
     def add_image(self, image: dict) -> None:
         directory, base_name = os.path.split(image["file_name"])
@@ -109,9 +124,15 @@ class _Columns:
         self.ann_categories.append(ann["category_id"])
         self.ann_boxes.extend(ann["bbox"][:4] if len(ann["bbox"]) >= 4 else (float("nan"),) * 4)
         self.ann_crowd.append(1 if ann.get("iscrowd", 0) else 0)
+        caption = ann.get("caption")
+        if caption is not None and self.captions is None:
+            self.captions, self.caption_offsets = bytearray(), array("q", [0] * len(self.ann_ids))
+        if self.captions is not None:
+            self.captions += str(caption or "").strip().encode("utf-8")
+            self.caption_offsets.append(len(self.captions))
 
 
-def _stream(json_file: str, columns: _Columns) -> tuple[list[dict], dict[str, Any]]:
+def _stream(json_file: str, columns: BoxColumns) -> tuple[list[dict], dict[str, Any]]:
     """Fill ``columns`` from the file; returns its categories and other top-level values."""
     categories, extra = [], {}
     size = os.path.getsize(json_file)
@@ -171,8 +192,40 @@ def read_coco_boxes(
     """
     if not os.path.isfile(json_file):
         raise FileNotFoundError(f"{json_file} not found: datasets/README.md shows the expected tree and how to prepare it")
-    columns = _Columns()
+    columns = BoxColumns()
     categories, extra = _stream(json_file, columns)
+    return records_from_columns(json_file, columns, categories, image_root, resolve_directory=resolve_directory, extra=extra)
+
+
+def _gather_strings(
+    utf8: np.ndarray, offsets: np.ndarray, index: np.ndarray, chunk: int = 2**16
+) -> tuple[np.ndarray, np.ndarray]:
+    """The strings ``index`` of a concatenated UTF-8 buffer, as a new buffer and its offsets.
+    Gathered ``chunk`` strings at a time: a byte-index array for all of them at once would cost 8
+    bytes per byte (800 MB for VG's 100 MB of phrases)."""
+    lengths = offsets[index + 1] - offsets[index]
+    new_offsets = np.zeros(len(index) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=new_offsets[1:])
+    gathered = np.empty(new_offsets[-1], dtype=np.uint8)
+    for start in range(0, len(index), chunk):
+        part, base = slice(start, start + chunk), new_offsets[start]
+        end = new_offsets[min(start + chunk, len(index))]
+        positions = np.repeat(offsets[index[part]] - new_offsets[:-1][part] + base, lengths[part]) + np.arange(end - base)
+        gathered[base:end] = utf8[positions]
+    return gathered, new_offsets
+
+
+def records_from_columns(
+    json_file: str,
+    columns: BoxColumns,
+    categories: list[dict],
+    image_root: str,
+    *,
+    resolve_directory: Callable[[str], str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> BoxLoadResult:
+    """Check the streamed ``columns`` and gather them into compact records (the checks and
+    :func:`read_coco_boxes`'s arguments are described there; ``json_file`` names the input in errors)."""
     if not categories:
         raise ValueError(f"{json_file}: no 'categories'")
     categories = sorted(categories, key=lambda c: c["id"])
@@ -181,21 +234,20 @@ def read_coco_boxes(
         raise ValueError(f"{json_file}: duplicate category ids")
     order, sorted_image_ids, heights, widths = _image_table(json_file, columns)
     boxes, box_counts = _box_table(json_file, columns, category_ids, order, sorted_image_ids, heights, widths)
-    clipped, dropped = boxes.pop("clipped"), boxes.pop("dropped")
+    clipped, dropped, empty_captions = boxes.pop("clipped"), boxes.pop("dropped"), boxes.pop("empty_captions")
     with_boxes = box_counts > 0
     images = order[with_boxes]  # file positions of the kept images, in image-id order
 
     resolve = resolve_directory or _folder_under(image_root, json_file)
     folders = [resolve(d) for d in columns.directories]
-    name_offsets = np.frombuffer(columns.name_offsets, dtype=np.int64)
-    starts, lengths = name_offsets[images], name_offsets[images + 1] - name_offsets[images]
-    new_offsets = np.concatenate([[0], np.cumsum(lengths)])
-    gather = np.repeat(starts - new_offsets[:-1], lengths) + np.arange(new_offsets[-1])
+    base_names, name_offsets = _gather_strings(
+        np.frombuffer(columns.base_names, dtype=np.uint8), np.frombuffer(columns.name_offsets, dtype=np.int64), images
+    )
     records = BoxRecords(
         directories=folders,
         directory_index=np.frombuffer(columns.directory_index, dtype=np.int64)[images].astype(np.int32),
-        base_names=np.frombuffer(columns.base_names, dtype=np.uint8)[gather],
-        name_offsets=new_offsets,
+        base_names=base_names,
+        name_offsets=name_offsets,
         image_ids=sorted_image_ids[with_boxes],
         heights=heights[images],
         widths=widths[images],
@@ -209,10 +261,12 @@ def read_coco_boxes(
         "dropped_boxes": dropped,
         "images_without_boxes": int((~with_boxes).sum()),
     }
-    return BoxLoadResult(records, categories, extra, counts)
+    if records.captions is not None:
+        counts["dropped_empty_captions"] = empty_captions
+    return BoxLoadResult(records, categories, extra or {}, counts)
 
 
-def _image_table(json_file: str, columns: _Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _image_table(json_file: str, columns: BoxColumns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The images sorted by id: (file positions in id order, sorted ids, heights, widths in file order)."""
     image_ids = np.frombuffer(columns.image_ids, dtype=np.int64)
     order = np.argsort(image_ids, kind="stable")
@@ -230,7 +284,7 @@ def _image_table(json_file: str, columns: _Columns) -> tuple[np.ndarray, np.ndar
 
 def _box_table(
     json_file: str,
-    columns: _Columns,
+    columns: BoxColumns,
     category_ids: np.ndarray,
     order: np.ndarray,
     sorted_image_ids: np.ndarray,
@@ -269,6 +323,12 @@ def _box_table(
     position = order[rank]  # each box's image in file order
     kept, clipped = clip_boxes(boxes, widths[position], heights[position])
     del position
+    caption_offsets = None if columns.caption_offsets is None else np.frombuffer(columns.caption_offsets, dtype=np.int64)
+    empty_captions = 0
+    if caption_offsets is not None:
+        empty = kept & (np.diff(caption_offsets) == 0)
+        empty_captions = int(empty.sum())
+        kept &= ~empty
     kept_index = np.flatnonzero(kept)
     kept_index = kept_index[np.argsort(rank[kept_index], kind="stable")]  # grouped by image
     table = {
@@ -277,8 +337,12 @@ def _box_table(
         "iscrowd": np.frombuffer(columns.ann_crowd, dtype=np.uint8)[kept_index],
         "annotation_ids": ann_ids[kept_index],
         "clipped": int(clipped.sum()),
-        "dropped": int(len(kept) - len(kept_index)),
+        "dropped": int(len(kept) - len(kept_index)) - empty_captions,
+        "empty_captions": empty_captions,
     }
+    if caption_offsets is not None:
+        table["captions"] = _gather_strings(np.frombuffer(columns.captions, dtype=np.uint8), caption_offsets, kept_index)
+        columns.captions = columns.caption_offsets = None
     box_counts = np.bincount(rank[kept_index], minlength=len(sorted_image_ids))
     del boxes, ann_ids
     columns.ann_boxes = columns.ann_crowd = columns.ann_ids = None
@@ -297,17 +361,56 @@ def load_coco_boxes_json(
     result = read_coco_boxes(json_file, image_root, resolve_directory=resolve_directory)
     if check_categories is not None:
         check_categories(json_file, result.categories)
-    counts = result.counts
-    logger.info("%s: %d images, %d boxes", json_file, counts["images"], counts["boxes"])
-    if counts["clipped_boxes"] or counts["dropped_boxes"] or counts["images_without_boxes"]:
-        logger.warning(
-            "%s: clipped %d boxes to their image; dropped %d boxes with no area inside their image and %d images left "
-            "without boxes", json_file, counts["clipped_boxes"], counts["dropped_boxes"], counts["images_without_boxes"],
-        )
+    log_box_counts(json_file, result.counts)
     return result
+
+
+def log_box_counts(name: str, counts: dict[str, int]) -> None:
+    """Log what loading kept, clipped and dropped (the ``counts`` of a :class:`BoxLoadResult`)."""
+    logger.info("%s: %d images, %d boxes", name, counts["images"], counts["boxes"])
+    if counts["clipped_boxes"] or counts["dropped_boxes"] or counts["images_without_boxes"] or counts.get("dropped_empty_captions"):
+        logger.warning(
+            "%s: clipped %d boxes to their image; dropped %d boxes with no area inside their image, %d boxes with an "
+            "empty caption and %d images left without boxes", name, counts["clipped_boxes"], counts["dropped_boxes"],
+            counts.get("dropped_empty_captions", 0), counts["images_without_boxes"],
+        )
 
 
 def register_box_source(name: str, loader, metadata: dict[str, Any], *, image_root: str, json_file: str, evaluator_type: str) -> None:
     """Register a box split under ``name`` (lazy: ``loader`` runs on first request; registering
     the same name again replaces it)."""
     register_split(name, loader, dict(image_root=image_root, json_file=json_file, evaluator_type=evaluator_type, **metadata))
+
+
+def write_coco_boxes(f: TextIO, records: BoxRecords, keep: np.ndarray, image_dir: str, categories: list[dict], info: dict) -> None:
+    """Stream the kept images of ``records`` and their boxes (and captions) as a COCO detection
+    JSON that :func:`read_coco_boxes` reads back (``file_name`` relative to ``image_dir``).
+
+    Args:
+        keep: (N,) bool, the images to write.
+        categories: the file's categories, ``{id, name}``; contiguous id k is the k-th by id.
+        info: written as the file's ``info``.
+    """
+    categories = sorted(categories, key=lambda c: c["id"])
+    category_ids = np.array([c["id"] for c in categories], dtype=np.int64)
+    f.write('{"info": ' + json.dumps(info) + ', "images": [')
+    kept = np.flatnonzero(keep)
+    for n, i in enumerate(kept):
+        image = {"id": int(records.image_ids[i]), "file_name": os.path.relpath(records.file_name(i), image_dir),
+                 "height": int(records.heights[i]), "width": int(records.widths[i])}
+        f.write((", " if n else "") + json.dumps(image))
+    f.write('], "annotations": [')
+    first = True
+    for i in tqdm(kept, desc="writing", unit="img", dynamic_ncols=True, leave=False):
+        start, end = records.box_offsets[i], records.box_offsets[i + 1]
+        for row, ann_id, box, category, crowd in zip(
+            range(start, end), records.annotation_ids[start:end].tolist(), records.boxes[start:end].tolist(),
+            category_ids[records.category_ids[start:end]].tolist(), records.iscrowd[start:end].tolist(),
+        ):
+            ann = {"id": ann_id, "image_id": int(records.image_ids[i]), "category_id": category, "bbox": box,
+                   "area": box[2] * box[3], "iscrowd": crowd}
+            if records.captions is not None:
+                ann["caption"] = records.caption(row)
+            f.write(("" if first else ", ") + json.dumps(ann))
+            first = False
+    f.write('], "categories": ' + json.dumps(categories) + "}")

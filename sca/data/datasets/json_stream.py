@@ -4,6 +4,7 @@
 then a Python object per value at once, tens of GB. :func:`iter_top_level` walks the top-level
 object instead and decodes each element of its arrays separately with the standard library's own
 decoder (``json.JSONDecoder.raw_decode``), so memory stays at one read chunk plus one element.
+:func:`iter_array` does the same for a file whose top level is an array (Visual Genome's files).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import os
 import re
 from typing import Any, Callable, Iterator
 
-__all__ = ["iter_top_level"]
+__all__ = ["iter_top_level", "iter_array"]
 
 _DECODER = json.JSONDecoder()
 _WHITESPACE = re.compile(r"[ \t\n\r]*")
@@ -117,19 +118,42 @@ def iter_top_level(
                     raise reader.error(f"expected a key string, found {key!r}")
                 reader.expect(":")
                 if reader.peek() == "[":
-                    reader.pos += 1
-                    if reader.peek() == "]":
-                        reader.pos += 1
-                    else:
-                        while True:
-                            yield key, reader.value()
-                            if reader.expect(",]") == "]":
-                                break
+                    yield from ((key, element) for element in _elements(reader))
                 else:
                     yield key, reader.value()
                 if reader.expect(",}") == "}":
                     break
         if reader.peek():
             raise reader.error("unexpected content after the top-level object")
+    finally:
+        reader.close()
+
+
+def _elements(reader: _Reader) -> Iterator[Any]:
+    """The elements of the array that starts at the next non-whitespace character, consumed."""
+    reader.expect("[")
+    if reader.peek() == "]":
+        reader.pos += 1
+        return
+    while True:
+        yield reader.value()
+        if reader.expect(",]") == "]":
+            return
+
+
+def iter_array(
+    path: str | os.PathLike, *, chunk_bytes: int = 2**20, progress: Callable[[int], None] | None = None
+) -> Iterator[Any]:
+    """Walk a JSON file whose top level is an array, one element at a time (arguments as
+    :func:`iter_top_level`).
+
+    Raises:
+        ValueError: naming the file and the byte offset, when the file is not such a JSON document.
+    """
+    reader = _Reader(os.fspath(path), chunk_bytes, progress)
+    try:
+        yield from _elements(reader)
+        if reader.peek():
+            raise reader.error("unexpected content after the top-level array")
     finally:
         reader.close()

@@ -24,6 +24,8 @@ __all__ = [
     "OBJECTS365_TRAILING_SPACE_NAMES",
     "objects365_release_categories",
     "objects365_file_name",
+    "scene_boxes",
+    "image_sizes",
     "write_objects365_tree",
     "v3det_categories",
     "write_v3det_tree",
@@ -48,8 +50,8 @@ def objects365_file_name(image_id: int, patch: int) -> str:
     return f"images/v{version}/patch{patch}/objects365_v{version}_{image_id:08d}.jpg"
 
 
-def _scene_boxes(rng: np.random.Generator, width: int, height: int, max_boxes: int):
-    """A scene's image and one tight XYWH box per visible instance."""
+def scene_boxes(rng: np.random.Generator, width: int, height: int, max_boxes: int):
+    """A scene's image and one tight XYWH box per visible instance (shared with the VG trees)."""
     scene = draw_scene(rng, width, height, list(range(4)), [0], max_boxes)
     boxes = []
     for index in range(1, len(scene.thing_classes) + 1):
@@ -60,7 +62,8 @@ def _scene_boxes(rng: np.random.Generator, width: int, height: int, max_boxes: i
     return scene.image, boxes
 
 
-def _sizes(rng: np.random.Generator, num_images: int, size: tuple[int, int] | None) -> list[tuple[int, int]]:
+def image_sizes(rng: np.random.Generator, num_images: int, size: tuple[int, int] | None) -> list[tuple[int, int]]:
+    """``size`` for every image, else random (width, height) in 48..96."""
     if size is not None:
         return [size] * num_images
     return [(int(w), int(h)) for w, h in rng.integers(48, 97, size=(num_images, 2))]
@@ -90,13 +93,13 @@ def write_objects365_tree(
     rng = np.random.default_rng(seed)
     base = Path(root) / "objects365"
     images, annotations = [], []
-    for i, (width, height) in enumerate(_sizes(rng, num_images, size)):
+    for i, (width, height) in enumerate(image_sizes(rng, num_images, size)):
         image_id = first_image_id + i
         file_name = objects365_file_name(image_id, patches[i % len(patches)])
         on_disk = file_name if layout == "versioned" else file_name.split("/", 2)[2]
         path = base / split / on_disk
         path.parent.mkdir(parents=True, exist_ok=True)
-        pixels, boxes = _scene_boxes(rng, width, height, max_boxes)
+        pixels, boxes = scene_boxes(rng, width, height, max_boxes)
         Image.fromarray(pixels).save(path, quality=90)
         images.append({"height": height, "id": image_id, "license": int(rng.integers(1, 9)), "width": width,
                        "file_name": file_name, "url": ""})
@@ -139,12 +142,12 @@ def write_v3det_tree(
     rng = np.random.default_rng(seed)
     base = Path(root) / "V3Det"
     images, annotations = [], []
-    for image_id, (width, height) in enumerate(_sizes(rng, num_images, size)):
+    for image_id, (width, height) in enumerate(image_sizes(rng, num_images, size)):
         synset = f"a{int(rng.integers(0, 10**8)):08d}"
         file_name = f"images/{synset}/{image_id}_{int(rng.integers(10**9, 10**10))}_{rng.bytes(5).hex()}_c.jpg"
         path = base / file_name
         path.parent.mkdir(parents=True, exist_ok=True)
-        pixels, boxes = _scene_boxes(rng, width, height, max_boxes)
+        pixels, boxes = scene_boxes(rng, width, height, max_boxes)
         Image.fromarray(pixels).save(path, quality=90)
         images.append({"file_name": file_name, "height": height, "width": width, "id": image_id})
         for box in boxes:

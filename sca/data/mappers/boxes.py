@@ -1,4 +1,5 @@
-"""Box-only dataset dict (Objects365, V3Det) -> region sample: every non-crowd box is a candidate region."""
+"""Box-only dataset dict (Objects365, V3Det, Visual Genome) -> region sample: every non-crowd box is a
+candidate region."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
 
 from sca.config import MapperConfig
+from sca.data.caption_normalization import normalize_captions
 from sca.data.mappers.region_mapper import RegionMapper
 from sca.data.mappers.region_sample import sample_regions
 from sca.data.prompts import sample_points_in_boxes
+from sca.data.skip_counts import SkipRecorder
 
 __all__ = ["BoxRegionMapper"]
 
@@ -22,15 +25,20 @@ class BoxRegionMapper(RegionMapper):
     the frame (``valid_box``), and those left with less than ``min_region_area`` pixels (cut away by
     the crop) are dropped. At most ``max_regions`` of the rest are sampled without replacement in
     training (all are kept in evaluation). Each region gets its box, points drawn uniformly inside
-    it, a prompt type (box or point, from the configured mix), its class caption and its tokens.
-    There are no masks: a mask prompt weight is a configuration error, and ``masks`` is (R, 0, 0).
+    it, a prompt type (box or point, from the configured mix), its captions and its tokens: the
+    annotation's own ``sentences`` where it has them (Visual Genome phrases, under
+    ``cfg.caption_normalization``), else its class caption. There are no masks: a mask prompt
+    weight is a configuration error, and ``masks`` is (R, 0, 0).
 
     Bad input: an image that is missing or unreadable is skipped (``None``) and counted (see
-    :mod:`sca.data.skip_counts`).
+    :mod:`sca.data.skip_counts`); so is a region whose caption the normalisation drops (more than
+    15 words), under ``dropped_by_caption_normalization``.
 
     In training, returns ``None`` (the loader then draws another image) when no region survives;
     in evaluation, a sample with zero regions.
     """
+
+    NORMALIZATION_DROPS = "dropped_by_caption_normalization"
 
     def __init__(self, cfg: MapperConfig, **kwargs):
         """See :class:`RegionMapper`; ``cfg.prompt.weights`` must not ask for mask prompts."""
@@ -40,6 +48,8 @@ class BoxRegionMapper(RegionMapper):
                 f"set mapper.prompt.weights to box and/or point (got {dict(cfg.prompt.weights)})"
             )
         super().__init__(cfg, **kwargs)
+        if cfg.caption_normalization != "none":
+            self.skips = SkipRecorder((*self.SKIP_KINDS, self.NORMALIZATION_DROPS))
 
     def __call__(self, dataset_dict: dict) -> dict | None:
         rng = np.random.default_rng(np.random.randint(2**31))
@@ -49,6 +59,9 @@ class BoxRegionMapper(RegionMapper):
         image, _, transforms, valid_box = self.transform(dataset_dict, image)
 
         annotations = [a for a in dataset_dict["annotations"] if not a.get("iscrowd", 0)]
+        captions = self._captions(dataset_dict, annotations)
+        annotations = [a for a, c in zip(annotations, captions) if c]
+        captions = [c for c in captions if c]
         boxes = self._frame_boxes(annotations, transforms, valid_box, image.shape[:2])
         areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
         candidates = np.flatnonzero((areas >= self.cfg.min_region_area) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))
@@ -62,11 +75,26 @@ class BoxRegionMapper(RegionMapper):
                 "category_id": annotations[i]["category_id"],
                 "box": boxes[i],
                 "points": region_points,
-                "captions": [self.class_names[annotations[i]["category_id"]]],
+                "captions": captions[i],
             }
             for i, region_points in zip(chosen.tolist(), points)
         ]
         return self.assemble(dataset_dict, image, valid_box, regions, rng, with_masks=False)
+
+    def _captions(self, dataset_dict: dict, annotations: list[dict]) -> list[list[str]]:
+        """Each annotation's reference captions; empty for a region the normalisation drops (counted)."""
+        captions = []
+        for index, annotation in enumerate(annotations):
+            if "sentences" not in annotation:
+                captions.append([self.class_names[annotation["category_id"]]])
+                continue
+            kept = normalize_captions(annotation["sentences"], self.cfg.caption_normalization)
+            if not kept:
+                key = (dataset_dict["image_id"], annotation.get("id", index))
+                self.skips.record(self.NORMALIZATION_DROPS, key, f"{self.source}: region {key} dropped by caption normalization "
+                                  f"'{self.cfg.caption_normalization}' ({annotation['sentences'][0][:60]!r})")
+            captions.append(kept)
+        return captions
 
     @staticmethod
     def _frame_boxes(annotations: list[dict], transforms: T.TransformList, valid_box: np.ndarray, frame: tuple[int, int]) -> np.ndarray:
