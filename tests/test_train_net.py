@@ -42,6 +42,10 @@ def test_short_training_learns_image_conditioned_captions(tmp_path):
     # Clearly above what any image-blind caption can reach: the colour at least is read from the image.
     assert after["exact_match"] >= 2 * after["image_blind_exact_match"]
     assert after["CIDEr_D"] > before["CIDEr_D"] + 50
+    # SAM trains too: box-prompted masks overlap their shapes clearly better (untrained: ~11 mIoU),
+    # and the IoU head picks non-empty candidates.
+    assert after["mask_mIoU"] > before["mask_mIoU"] + 15
+    assert after["empty_mask_percent"] <= 5
     losses = [row["loss_caption/demo"] for row in logged(trained) if "loss_caption/demo" in row]
     assert losses[-1] < 0.2 * losses[0]
     # The main job mixes two sources: the referring source trains in some steps and is evaluated too.
