@@ -60,7 +60,10 @@ def evaluate(cfg: SCAConfig, model: RegionCaptioner) -> OrderedDict:
     for dataset_name in cfg.data.test_datasets:
         loader = build_test_loader(cfg.data, dataset_name, model.tokenizer, cfg.evaluation.max_images)
         evaluator = CaptionEvaluator(
-            dataset_name, cfg.evaluation.metrics, output_dir=os.path.join(cfg.output_dir, "eval", dataset_name)
+            dataset_name,
+            cfg.evaluation.metrics,
+            output_dir=os.path.join(cfg.output_dir, "eval", dataset_name),
+            skipped_images=loader.skipped_images,
         )
         results[dataset_name] = inference_on_dataset(model, loader, evaluator)
         if comm.is_main_process():

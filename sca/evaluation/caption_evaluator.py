@@ -163,15 +163,23 @@ class CaptionEvaluator(DatasetEvaluator):
         dataset_name: the evaluated split (used in logs and file names).
         metrics: subset of ``("exact_match", "bleu", "meteor", "rouge", "cider", "spice")``.
         output_dir: where ``predictions.json`` and ``metrics.json`` go (rank 0 only).
+        skipped_images: filled by the test loader during the pass with the images it could not
+            read (:class:`~sca.data.multi_source.EvaluationLoader`); reported as
+            ``num_skipped_images`` and, by name, in ``metrics.json``.
     """
 
-    def __init__(self, dataset_name: str, metrics=METRICS, output_dir: str | None = None):
+    MAX_NAMED = 20  # skipped images named in the log and in metrics.json
+
+    def __init__(
+        self, dataset_name: str, metrics=METRICS, output_dir: str | None = None, skipped_images: list[str] | None = None
+    ):
         unknown = set(metrics) - set(METRICS)
         if unknown:
             raise ValueError(f"unknown caption metrics {sorted(unknown)}; known: {METRICS}")
         self.dataset_name = dataset_name
         self.metrics = tuple(metrics)
         self.output_dir = output_dir
+        self._skipped_images = skipped_images if skipped_images is not None else []
         self._predictions: list[dict] = []
 
     def reset(self) -> None:
@@ -202,8 +210,14 @@ class CaptionEvaluator(DatasetEvaluator):
 
     def evaluate(self):
         predictions = list(itertools.chain.from_iterable(comm.gather(self._predictions, dst=0)))
+        skipped_images = sorted(itertools.chain.from_iterable(comm.gather(list(self._skipped_images), dst=0)))
         if not comm.is_main_process():
             return {}
+        if skipped_images:
+            named = ", ".join(skipped_images[: self.MAX_NAMED]) + (", ..." if len(skipped_images) > self.MAX_NAMED else "")
+            logger.warning(
+                "%s: %d image(s) could not be read and are not evaluated: %s", self.dataset_name, len(skipped_images), named
+            )
         if not predictions:
             logger.warning("%s: no regions were captioned", self.dataset_name)
             return {}
@@ -218,7 +232,7 @@ class CaptionEvaluator(DatasetEvaluator):
             results["num_regions"] = len(chosen)
             return results
 
-        overall = metrics_of(None)
+        overall = {**metrics_of(None), "num_skipped_images": len(skipped_images)}
         groups = {kind: _group_indices(predictions, kind) for kind in ("source", "task_type")}
         per_group = {kind: {name: metrics_of(indices) for name, indices in named.items()} for kind, named in groups.items()}
         skipped = dict(scorer.skipped)
@@ -230,7 +244,12 @@ class CaptionEvaluator(DatasetEvaluator):
             os.makedirs(self.output_dir, exist_ok=True)
             with open(os.path.join(self.output_dir, "predictions.json"), "w") as f:
                 json.dump(predictions, f)
-            report = {**overall, **{f"per_{kind}": named for kind, named in per_group.items()}, "skipped": skipped}
+            report = {
+                **overall,
+                **{f"per_{kind}": named for kind, named in per_group.items()},
+                "skipped": skipped,
+                "skipped_images": skipped_images[: self.MAX_NAMED],
+            }
             with open(os.path.join(self.output_dir, "metrics.json"), "w") as f:
                 json.dump(report, f, indent=2)
         results = {"caption": overall}

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from sca.data.datasets.box_records import BoxRecords
 from sca.data.datasets.catalog import register_split
 from sca.data.datasets.json_stream import iter_top_level
-from sca.data.datasets.panoptic_json import resolve_inside
+from sca.data.datasets.dataset_paths import path_inside, warn_escaping
 
 __all__ = ["BoxLoadResult", "box_metadata", "clip_boxes", "read_coco_boxes", "load_coco_boxes_json", "register_box_source"]
 
@@ -95,7 +95,9 @@ class _Columns:
         self.ann_boxes, self.ann_crowd = array("f"), array("b")
 
     def add_image(self, image: dict) -> None:
-        directory, base_name = os.path.split(image["file_name"])
+        directory, base_name = os.path.split(os.path.normpath(image["file_name"]))
+        if base_name == "..":  # the file_name is only ".."s: it leaves its folder
+            directory = os.path.join(directory, base_name)
         self.directory_index.append(self.directories.setdefault(directory, len(self.directories)))
         self.base_names += base_name.encode("utf-8")
         self.name_offsets.append(len(self.base_names))
@@ -132,11 +134,11 @@ def _stream(json_file: str, columns: _Columns) -> tuple[list[dict], dict[str, An
     return categories, extra
 
 
-def _folder_under(image_root: str, json_file: str) -> Callable[[str], str]:
-    """The default folder resolution: ``image_root/<folder>``, refusing folders that leave it."""
+def _folder_under(image_root: str) -> Callable[[str], str | None]:
+    """The default folder resolution: ``image_root/<folder>``; ``None`` for a folder that leaves it."""
 
-    def resolve(directory: str) -> str:
-        return resolve_inside(image_root, directory, json_file) if directory else os.path.normpath(image_root)
+    def resolve(directory: str) -> str | None:
+        return path_inside(image_root, directory) if directory else os.path.normpath(image_root)
 
     return resolve
 
@@ -163,11 +165,15 @@ def read_coco_boxes(
         json_file: the annotation JSON.
         image_root: folder the images' ``file_name`` values are relative to.
         resolve_directory: maps the folder part of a ``file_name`` to the folder where its images
-            are (called once per distinct folder); default: that folder under ``image_root``.
+            are, or to ``None`` when it leaves ``image_root`` (called once per distinct folder);
+            default: that folder under ``image_root``.
     Raises:
         FileNotFoundError: when ``json_file`` does not exist.
         ValueError: naming the file (and the annotation) for malformed JSON, an annotation of an
-            unknown image or category, duplicate ids, or a ``file_name`` that escapes ``image_root``.
+            unknown image or category, or duplicate ids.
+
+    Images whose ``file_name`` leaves ``image_root`` are dropped with their boxes, counted
+    (``images_outside_root``) and logged.
     """
     if not os.path.isfile(json_file):
         raise FileNotFoundError(f"{json_file} not found: datasets/README.md shows the expected tree and how to prepare it")
@@ -182,11 +188,12 @@ def read_coco_boxes(
     order, sorted_image_ids, heights, widths = _image_table(json_file, columns)
     boxes, box_counts = _box_table(json_file, columns, category_ids, order, sorted_image_ids, heights, widths)
     clipped, dropped = boxes.pop("clipped"), boxes.pop("dropped")
+    resolve = resolve_directory or _folder_under(image_root)
+    folders = [resolve(d) for d in columns.directories]
+    outside = _drop_images_outside_root(json_file, image_root, columns, folders, order, boxes, box_counts)
     with_boxes = box_counts > 0
     images = order[with_boxes]  # file positions of the kept images, in image-id order
 
-    resolve = resolve_directory or _folder_under(image_root, json_file)
-    folders = [resolve(d) for d in columns.directories]
     name_offsets = np.frombuffer(columns.name_offsets, dtype=np.int64)
     starts, lengths = name_offsets[images], name_offsets[images + 1] - name_offsets[images]
     new_offsets = np.concatenate([[0], np.cumsum(lengths)])
@@ -207,9 +214,34 @@ def read_coco_boxes(
         "boxes": records.num_boxes,
         "clipped_boxes": clipped,
         "dropped_boxes": dropped,
-        "images_without_boxes": int((~with_boxes).sum()),
+        "images_without_boxes": int((~with_boxes).sum()) - outside,
+        "images_outside_root": outside,
     }
     return BoxLoadResult(records, categories, extra, counts)
+
+
+def _drop_images_outside_root(
+    json_file: str, image_root: str, columns: _Columns, folders: list, order: np.ndarray, boxes: dict, box_counts: np.ndarray
+) -> int:
+    """Removes (in place) the boxes of the images whose folder leaves ``image_root`` (``None`` in
+    ``folders``) and zeroes their box counts; returns how many images that drops (logged)."""
+    escaping_folders = [i for i, folder in enumerate(folders) if folder is None]
+    if not escaping_folders:
+        return 0
+    directory_index = np.frombuffer(columns.directory_index, dtype=np.int64)
+    outside = np.isin(directory_index[order], escaping_folders)  # per image, in image-id order
+    names = list(columns.directories)
+    name_offsets = np.frombuffer(columns.name_offsets, dtype=np.int64)
+    first = [
+        os.path.join(names[directory_index[p]], bytes(columns.base_names[name_offsets[p] : name_offsets[p + 1]]).decode("utf-8"))
+        for p in order[outside][:5]
+    ]
+    warn_escaping(json_file, os.path.normpath(image_root), first, count=int(outside.sum()))
+    keep = ~np.repeat(outside, box_counts)  # boxes are grouped by image, in image-id order
+    for key in ("boxes", "category_ids", "iscrowd", "annotation_ids"):
+        boxes[key] = boxes[key][keep]
+    box_counts[outside] = 0
+    return int(outside.sum())
 
 
 def _image_table(json_file: str, columns: _Columns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
