@@ -29,7 +29,7 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 from omegaconf import DictConfig, OmegaConf
 
-from sca.config import SCAConfig, validate
+from sca.config import SCAConfig, to_config
 from sca.engine.graceful_stop import STOP_SIGNALS, TrainingStopped
 
 __all__ = ["launch_from_config", "launch_processes", "run"]
@@ -169,6 +169,5 @@ def launch_processes(main_func, cfg: SCAConfig, args: tuple = ()) -> None:
 
 def launch_from_config(cfg: DictConfig) -> None:
     """Validate the Hydra config and run it on ``dist.num_gpus`` x ``dist.num_machines`` processes."""
-    config: SCAConfig = OmegaConf.to_object(cfg)
-    validate(config)
+    config = to_config(cfg)
     launch_processes(run, config, args=(config,))
