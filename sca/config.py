@@ -27,13 +27,19 @@ __all__ = [
     "DistConfig",
     "SCAConfig",
     "ConfigError",
+    "StartupError",
     "register_configs",
     "to_config",
     "validate",
 ]
 
 
-class ConfigError(ValueError):
+class StartupError(Exception):
+    """The run cannot start; the message names the key or path and what to do. ``train_net.py``
+    prints it as one line and exits with status 2 (:mod:`sca.engine.preflight`)."""
+
+
+class ConfigError(StartupError, ValueError):
     """A configuration value is inconsistent; the message names the key."""
 
 

@@ -30,7 +30,7 @@ from detectron2.data.build import trivial_batch_collator
 from detectron2.data.samplers import InferenceSampler
 from detectron2.utils import comm
 
-from sca.config import DataConfig
+from sca.config import DataConfig, StartupError
 from sca.data.caption_tokenizer import CaptionTokenizer
 from sca.data.mappers import build_region_mapper
 from sca.data.region_batch import collate_regions
@@ -284,7 +284,10 @@ def compact_records(dataset_names: list[str]) -> torch.utils.data.Dataset:
     would hold every record as Python objects at once (2 GB for 3M boxes)."""
     parts = []
     for name in dataset_names:
-        records = DatasetCatalog.get(name)
+        try:
+            records = DatasetCatalog.get(name)
+        except FileNotFoundError as error:  # the loaders name the file and where the tree is described
+            raise StartupError(f"dataset {name}: {error}") from None
         if not isinstance(records, torch.utils.data.Dataset):
             records = DatasetFromList(list(records), copy=False, serialize=True)
         parts.append(records)

@@ -34,7 +34,7 @@ from sca.engine.checkpoint import AtomicCheckpointer
 from sca.engine.graceful_stop import GracefulStop
 from sca.engine.optimizer import build_lr_scheduler, build_optimizer
 from sca.evaluation.caption_evaluator import CaptionEvaluator
-from sca.modeling.build import build_model, is_pretrained_dir
+from sca.modeling.build import build_model, build_tokenizer, is_pretrained_dir
 from sca.modeling.meta_arch import RegionCaptioner
 
 __all__ = ["Trainer", "evaluate", "resolve_device"]
@@ -98,10 +98,11 @@ class Trainer(TrainerBase):
         super().__init__()
         self.cfg = cfg
         device = resolve_device(cfg.device)
+        # the data first: a dataset whose files are missing stops the run before the model is built
+        data_loader = build_train_loader(with_image_exclusions(cfg.data), build_tokenizer(cfg.model), seed=cfg.seed)
         model = build_model(cfg).to(device)
         model.autocast_dtype = _autocast_dtype(cfg)
         optimizer = build_optimizer(cfg.solver, model)
-        data_loader = build_train_loader(with_image_exclusions(cfg.data), model.tokenizer, seed=cfg.seed)
         # Ranks train on the same sources at every step (lockstep), but which trainable parts a step
         # uses still varies: prompt types are sampled per region (point / mask encoders), and SAM's
         # IoU head gets no loss when SAM trains; DDP must therefore look for unused parameters.
