@@ -263,16 +263,20 @@ class MultiSourceLoader:
                 )
 
     def state_dict(self) -> dict:
-        return {"fingerprint": self.fingerprint()}
+        return {"fingerprint": self.fingerprint(), "counts": {n: c.tolist() for n, c in zip(self.names, self.counts)}}
 
     def load_state_dict(self, state: dict) -> None:
-        """Warns when the checkpoint's stream differs from this one (batches will not continue it)."""
+        """Continues the per-source counts; warns when the checkpoint's stream differs from this
+        one (batches will not continue it)."""
         saved, current = state.get("fingerprint"), self.fingerprint()
         if saved != current:
             logger.warning(
                 "the data stream differs from the checkpoint's (%s vs now %s): resuming does not continue it exactly",
                 saved, current,
             )
+        for name, counts in state.get("counts", {}).items():
+            if name in self.names:
+                self.counts[self.names.index(name)] = counts
 
 
 def compact_records(dataset_names: list[str]) -> torch.utils.data.Dataset:
