@@ -383,3 +383,15 @@ def test_missing_or_truncated_images_are_skipped_and_counted(tree, tokenizer):
     sample = mapper(records[raw["images"][0]["id"]])
     assert sorted(sample["skipped"]["skipped_images"]) == sorted([truncated["file_name"], missing["file_name"]])
     assert mapper(records[raw["images"][0]["id"]])["skipped"]["skipped_images"] == []
+
+
+def test_boxes_keep_the_exact_values_of_the_file(tmp_path):
+    values = [[0.1, 123.456789, 1 / 3, 12.3456789012345], [7.000001, 8.2, 30.99999, 0.000123]]  # not float32 values
+    content = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 500, "height": 400}],
+        "annotations": [{"id": i + 1, "image_id": 1, "category_id": 1, "bbox": box, "iscrowd": 0} for i, box in enumerate(values)],
+        "categories": [{"id": 1, "name": "thing"}],
+    }
+    (tmp_path / "ann.json").write_text(json.dumps(content))
+    records = read_coco_boxes(str(tmp_path / "ann.json"), str(tmp_path)).records
+    assert [a["bbox"] for a in records[0]["annotations"]] == values

@@ -109,7 +109,7 @@ def load_refer_instances(instances_json: str, refs_file: str, image_root: str, s
         if ann["category_id"] not in id_map:
             raise ValueError(f"{instances_json}: annotation {ann['id']} (ref {ref['ref_id']}) has unknown category_id {ann['category_id']}")
         image = images[ref["image_id"]]
-        box = np.array([ann["bbox"]], dtype=np.float32).reshape(-1, 4)[:1]
+        box = np.array([ann["bbox"]], dtype=np.float64).reshape(-1, 4)[:1]
         kept, clipped = clip_boxes(box, np.array([image["width"]]), np.array([image["height"]]))
         if not kept[0]:
             skipped["box without area in its image"] += 1
