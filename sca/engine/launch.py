@@ -75,9 +75,9 @@ def run(cfg: SCAConfig):
         model.eval()
         with exit_on_startup_error(report=comm.is_main_process()):
             return evaluate(cfg, model)
-    with exit_on_startup_error(report=comm.is_main_process()):  # e.g. a dataset's files are missing
+    with exit_on_startup_error(report=comm.is_main_process()):  # a dataset's files missing, no readable checkpoint
         trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=cfg.resume)
+        trainer.resume_or_load(resume=cfg.resume)
     try:
         return trainer.train()
     except TrainingStopped as stop:
