@@ -11,8 +11,10 @@ Writes:
 
 Stuff segments come from the semantic PNG (one per stuff class present), then every instance of the
 instance PNG (R = instance class, G = instance index) is pasted over them as a thing segment; pixels
-of thing classes without an instance stay void. Files are written atomically and the JSON last; a
-split whose JSON exists is skipped.
+of thing classes without an instance stay void. Each segment's ``area`` and ``bbox`` are measured on
+the final PNG, after the instances are pasted (Mask2Former's script measures stuff before pasting,
+so its stuff areas are larger). Files are written atomically and the JSON last; a split whose JSON
+exists is skipped.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def prepare_split(root: Path, split: str, workers: int) -> None:
     json_file = require(Path(paths["json_file"]), f"download zhiyuan_objv2_{split}.tar.gz from {DOWNLOAD} and extract it there")
     image_dir = require(Path(paths["image_dir"]), f"extract the {split} image patches ({DOWNLOAD}) into it")
     try:
-        result = read_coco_boxes(str(json_file), str(image_dir), resolve_directory=objects365_folder_resolver(str(image_dir), str(json_file)))
+        result = read_coco_boxes(str(json_file), str(image_dir), resolve_directory=objects365_folder_resolver(str(image_dir)))
         check_objects365_categories(str(json_file), result.categories)
     except ValueError as error:
         raise PreparationError(str(error)) from None

@@ -30,7 +30,9 @@ __all__ = [
     "DistConfig",
     "SCAConfig",
     "ConfigError",
+    "StartupError",
     "register_configs",
+    "to_config",
     "validate",
 ]
 
@@ -38,7 +40,12 @@ __all__ = [
 TEST_PROTOCOLS = ("gt_boxes", "densecap")
 
 
-class ConfigError(ValueError):
+class StartupError(Exception):
+    """The run cannot start; the message names the key or path and what to do. ``train_net.py``
+    prints it as one line and exits with status 2 (:mod:`sca.engine.preflight`)."""
+
+
+class ConfigError(StartupError, ValueError):
     """A configuration value is inconsistent; the message names the key."""
 
 
@@ -46,7 +53,9 @@ class ConfigError(ValueError):
 class PromptConfig:
     """How a region is prompted: one prompt type is sampled per region from ``weights``."""
 
-    weights: Dict[str, float] = field(default_factory=lambda: {"box": 1.0})
+    # every prompt type is listed, so that an override naming them all merges into it; a type left
+    # out of an override keeps its value
+    weights: Dict[str, float] = field(default_factory=lambda: {"box": 1.0, "point": 0.0, "mask": 0.0})
     num_points: int = 1  # positive points sampled inside the mask for a point prompt
 
 
@@ -198,6 +207,33 @@ class SCAConfig:
     eval_only: bool = False
     log_period: int = 20
     num_threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+
+
+def to_config(cfg: DictConfig) -> SCAConfig:
+    """The composed config as typed objects, validated (:func:`validate`).
+
+    Raises:
+        ConfigError: also for a key the schema does not know that was added anyway (Hydra's
+            ``+key=value`` / ``++key=value``), which the conversion would otherwise drop silently.
+    """
+    config = OmegaConf.to_object(cfg)
+    unknown = _unknown_keys(OmegaConf.to_container(cfg), OmegaConf.to_container(OmegaConf.structured(config)))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(unknown)}: not in the schema (sca/config.py); check the spelling")
+    validate(config)
+    return config
+
+
+def _unknown_keys(given: Any, known: Any, prefix: str = "") -> list[str]:
+    if not isinstance(given, dict) or not isinstance(known, dict):
+        return []
+    unknown = []
+    for key, value in given.items():
+        if key not in known:
+            unknown.append(f"{prefix}{key}")
+        else:
+            unknown += _unknown_keys(value, known[key], f"{prefix}{key}.")
+    return unknown
 
 
 def register_configs() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from sca.config import SCAConfig, register_configs, validate
+from sca.config import SCAConfig, register_configs, to_config, validate
 
 __all__ = ["CONFIG_DIR", "load_config", "load_saved_config"]
 
@@ -20,9 +20,7 @@ def load_config(overrides: list[str] | None = None) -> SCAConfig:
     register_configs()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
         cfg = compose(config_name="config", overrides=list(overrides or []))
-    config = OmegaConf.to_object(cfg)
-    validate(config)
-    return config
+    return to_config(cfg)
 
 
 def load_saved_config(path: str | Path, overrides: list[str] | None = None) -> SCAConfig:

@@ -8,8 +8,9 @@
 
 Without prompts, the "anything" mode prompts SAM with a regular grid of points, keeps the confident
 and stable masks, removes duplicates with non-maximum suppression on their boxes and captions the
-rest. Prompts are given in image pixels (boxes XYXY, points XY); parts outside the image are
-clipped with a warning.
+rest (only when neither ``boxes`` nor ``points`` is given: empty prompt lists are an error).
+Prompts are given in image pixels (boxes XYXY, points XY); parts outside the image are clipped
+with a warning; a prompt that is not finite (NaN, inf) is an error.
 """
 
 from __future__ import annotations
@@ -132,6 +133,10 @@ def _clip_prompts(boxes, points, height: int, width: int) -> tuple[np.ndarray, n
     """Validate prompts and clip them to the image, warning about each clipped one."""
     boxes = np.asarray([] if boxes is None else boxes, dtype=np.float32).reshape(-1, 4)
     points = np.asarray([] if points is None else points, dtype=np.float32).reshape(-1, 2)
+    for kind, prompts in (("boxes", boxes), ("points", points)):
+        bad = ~np.isfinite(prompts).all(axis=1)
+        if bad.any():
+            raise ValueError(f"{kind} must be finite numbers, got {prompts[bad].tolist()}")
     if (boxes[:, 2:] < boxes[:, :2]).any():
         raise ValueError(f"boxes must be XYXY with x0 <= x1 and y0 <= y1, got {boxes.tolist()}")
     limits = np.array([width, height, width, height], dtype=np.float32)
@@ -224,26 +229,35 @@ class RegionCaptionPredictor:
             image: a path, PIL image or (H, W, 3) uint8 RGB array.
             boxes: (N, 4) XYXY boxes in image pixels; one region each.
             points: (P, 2) XY points in image pixels; one region each (a positive point).
+                With neither ``boxes`` nor ``points`` (both ``None``), the "anything" mode;
+                given but both empty is an error.
             task_type: one of the model's task types; default: the config's test task type.
             anything: settings of the "anything" mode.
 
         Returns:
             list of :class:`RegionPrediction`: boxes first, then points, in the given order; in
             "anything" mode, by decreasing IoU score.
+
+        Raises:
+            ValueError: for an unreadable image, an unknown task type, prompts given but empty,
+                a box or point that is not finite, or a box with no area inside the image.
         """
         image = read_rgb_image(image)
         height, width = image.shape[:2]
         task_type = task_type or self.cfg.data.test_task_type
         if task_type not in self.captioner.head_config.task_types:
             raise ValueError(f"task_type '{task_type}' is not one of {self.captioner.head_config.task_types}")
+        anything_mode = boxes is None and points is None
         boxes, points = _clip_prompts(boxes, points, height, width)
+        if not anything_mode and len(boxes) == 0 and len(points) == 0:
+            raise ValueError("no prompt given (empty boxes / points); pass boxes=None and points=None for the anything mode")
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)
         pixels = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))[None].to(self.device)
         valid_box = torch.as_tensor(transforms.apply_box(np.array([[0, 0, width, height]], dtype=np.float32))[0])
         pixels = self.captioner.normalize(pixels, valid_box[None].to(self.device))
         embeddings = self.captioner.region_decoder.encode_images(pixels)
-        if len(boxes) == 0 and len(points) == 0:
+        if anything_mode:
             model_points = self._anything_points(embeddings, transforms, valid_box, height, width, anything or AnythingConfig())
             regions = self._regions(np.zeros((0, 4), np.float32), model_points)
         else:

@@ -222,13 +222,12 @@ def test_objects365_classes_must_be_the_table(tree, tmp_path, monkeypatch):
 def test_folders_resolve_against_the_layout_on_disk(tmp_path):
     (tmp_path / "train/patch3").mkdir(parents=True)
     (tmp_path / "train/images/v2/patch20").mkdir(parents=True)
-    resolve = objects365_folder_resolver(str(tmp_path / "train"), "ann.json")
+    resolve = objects365_folder_resolver(str(tmp_path / "train"))
     assert resolve("images/v1/patch3") == str(tmp_path / "train/patch3")
     assert resolve("images/v2/patch20") == str(tmp_path / "train/images/v2/patch20")
     assert resolve("patch20") == str(tmp_path / "train/images/v2/patch20")
     assert resolve("images/v1/patch9") == str(tmp_path / "train/images/v1/patch9")  # absent: as named
-    with pytest.raises(ValueError, match="ann.json: file_name '../x' escapes"):
-        resolve("../x")
+    assert resolve("../x") is None  # leaves the image root: its images are dropped
 
 
 def test_v3det_records_and_its_13204_class_names(tree):
@@ -282,7 +281,7 @@ def test_loaders_hold_the_compact_records_as_they_are(tree, tokenizer):
     assert isinstance(train_loader.dataset.records[0], BoxRecords)
     assert "o365" in next(iter(train_loader))
     test_loader = build_test_loader(cfg, f"{O365}_val", tokenizer, max_images=2)
-    assert isinstance(test_loader.dataset._dataset.dataset, BoxRecords) and len(test_loader.dataset) == 2
+    assert isinstance(test_loader.loader.dataset.records.dataset, BoxRecords) and len(test_loader.loader.dataset) == 2
 
 
 # --- preparation -------------------------------------------------------------------------------
@@ -384,3 +383,15 @@ def test_missing_or_truncated_images_are_skipped_and_counted(tree, tokenizer):
     sample = mapper(records[raw["images"][0]["id"]])
     assert sorted(sample["skipped"]["skipped_images"]) == sorted([truncated["file_name"], missing["file_name"]])
     assert mapper(records[raw["images"][0]["id"]])["skipped"]["skipped_images"] == []
+
+
+def test_boxes_keep_the_exact_values_of_the_file(tmp_path):
+    values = [[0.1, 123.456789, 1 / 3, 12.3456789012345], [7.000001, 8.2, 30.99999, 0.000123]]  # not float32 values
+    content = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 500, "height": 400}],
+        "annotations": [{"id": i + 1, "image_id": 1, "category_id": 1, "bbox": box, "iscrowd": 0} for i, box in enumerate(values)],
+        "categories": [{"id": 1, "name": "thing"}],
+    }
+    (tmp_path / "ann.json").write_text(json.dumps(content))
+    records = read_coco_boxes(str(tmp_path / "ann.json"), str(tmp_path)).records
+    assert [a["bbox"] for a in records[0]["annotations"]] == values

@@ -1,6 +1,7 @@
 """Eval-only runs: the configured splits, every metric, per-region predictions in the image frame."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -54,3 +55,37 @@ def test_eval_only_with_missing_weights_is_a_clear_error(tmp_path):
     cfg = load_config([f"output_dir={tmp_path}", "eval_only=true", f"model.weights={tmp_path / 'nope.pth'}"])
     with pytest.raises(FileNotFoundError, match="model.weights: no checkpoint .*nope.pth"):
         run(cfg)
+
+
+def test_unreadable_images_are_left_out_and_reported_never_replaced(tmp_path, caplog):
+    """detectron2's ``MapDataset`` would replace a skipped image by another one, scored twice."""
+    from sca.engine.trainer import evaluate
+    from sca.modeling.build import build_model
+
+    records = [dict(r) for r in DatasetCatalog.get("sca_demo_val")[:5]]
+    records[1]["file_name"] = str(tmp_path / "missing.jpg")
+    records[3]["file_name"] = str(tmp_path / "corrupt.jpg")
+    (tmp_path / "corrupt.jpg").write_bytes(b"\xff\xd8 not a JPEG")
+    name = "sca_test_unreadable_val"
+    DatasetCatalog.register(name, lambda: records)
+    MetadataCatalog.get(name).set(**{k: v for k, v in MetadataCatalog.get("sca_demo_val").as_dict().items() if k != "name"})
+    try:
+        cfg = load_config(
+            [f"output_dir={tmp_path}", f"data.test_datasets=[{name}]", "data.num_workers=1", "data.test_batch_size=2",
+             "evaluation.metrics=[exact_match]"]
+        )  # fmt: skip
+        with caplog.at_level(logging.WARNING):
+            results = evaluate(cfg, build_model(cfg).eval())
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+    metrics = json.loads((tmp_path / "eval" / name / "metrics.json").read_text())
+    assert metrics["num_skipped_images"] == results[name]["caption"]["num_skipped_images"] == 2
+    assert metrics["skipped_images"] == sorted([str(tmp_path / "missing.jpg"), str(tmp_path / "corrupt.jpg")])
+    assert f"{name}: 2 image(s) could not be read and are not evaluated" in caplog.text and "missing.jpg" in caplog.text
+    readable = [records[i] for i in (0, 2, 4)]
+    predictions = json.loads((tmp_path / "eval" / name / "predictions.json").read_text())
+    assert sorted((p["image_id"], p["region_id"]) for p in predictions) == sorted(
+        (r["image_id"], s["id"]) for r in readable for s in r["segments_info"]
+    )  # each region of each readable image exactly once
+    assert metrics["num_regions"] == len(predictions)

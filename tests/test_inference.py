@@ -102,6 +102,20 @@ def test_prompts_outside_the_image_are_clipped_with_a_warning(predictor, image_p
         predictor(image_path, boxes=[[30, 0, 10, 9]])
 
 
+def test_prompts_that_are_not_finite_or_empty_are_errors(predictor, image_path, trained_run, capsys, load_tool):
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ValueError, match="boxes must be finite numbers"):
+            predictor(image_path, boxes=[[10, 12, 60, 70], [bad, 0, 10, 10]])
+        with pytest.raises(ValueError, match="points must be finite numbers"):
+            predictor(image_path, points=[[5, bad]])
+    for empty in ({"boxes": []}, {"points": []}, {"boxes": [], "points": []}):
+        with pytest.raises(ValueError, match="no prompt given"):
+            predictor(image_path, **empty)
+    assert len(predictor(image_path, boxes=[], points=[[20, 20]])) == 1
+    assert load_tool("predict").main([str(trained_run), str(image_path), "--box", "nan", "0", "10", "10"]) == 2
+    assert "error: boxes must be finite numbers" in capsys.readouterr().err
+
+
 def test_unreadable_image_is_a_clear_error(predictor, tmp_path):
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(b"not a jpeg")

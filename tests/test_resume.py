@@ -13,6 +13,7 @@ from detectron2.engine import hooks
 from conftest import assert_same_batches
 from detectron2.utils.env import seed_all_rng
 
+from sca.config import StartupError
 from sca.config_loading import load_config
 from sca.engine.checkpoint import AtomicCheckpointer
 from sca.engine.graceful_stop import TrainingStopped
@@ -124,3 +125,52 @@ def test_a_kill_while_saving_leaves_the_previous_checkpoint_trusted(tmp_path, na
     assert not (tmp_path / "model_0000002.pth").exists()
     checkpointer.save("model_0000003", iteration=3)
     assert not list(tmp_path.glob(".*.tmp"))  # the next save clears what the killed one left
+
+
+def logged_rows(output_dir) -> list[dict]:
+    import json
+
+    return [json.loads(line) for line in (output_dir / "metrics.json").read_text().splitlines()]
+
+
+def test_resume_after_a_kill_logs_each_iteration_once_and_continues_the_data_counters(tmp_path, caplog):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    train(small_run(full, 4))
+    train(small_run(cut, 4, "solver.checkpoint_period=2"))
+    # As after a kill -9 at iteration 3: metrics logged up to 3, the last checkpoint at 1.
+    (cut / "model_final.pth").unlink()
+    (cut / "model_0000003.pth").unlink()
+    (cut / "last_checkpoint").write_text("model_0000001.pth")
+    train(small_run(cut, 4, "solver.checkpoint_period=2"), resume=True)
+    rows = logged_rows(cut)
+    assert [r["iteration"] for r in rows] == [0, 1, 2, 3]
+    counters = [k for k in rows[-1] if k.startswith("data/")]
+    assert "data/demo/samples" in counters and {k: rows[-1][k] for k in counters} == {k: logged_rows(full)[-1][k] for k in counters}
+    events = EventAccumulator(str(cut))
+    events.Reload()
+    assert [e.step for e in events.Scalars("total_loss")] == [0, 1, 2, 3]  # TensorBoard drops the re-run steps' old events
+
+
+def test_resume_falls_back_from_an_unreadable_checkpoint(tmp_path, caplog):
+    run = tmp_path / "run"
+    train(small_run(run, 4, "solver.checkpoint_period=2"))
+    final = run / "model_final.pth"
+    final.write_bytes(final.read_bytes()[:1000])  # truncated
+    with caplog.at_level("WARNING"):
+        trainer = Trainer(small_run(run, 6, "solver.checkpoint_period=2"))
+        trainer.resume_or_load(resume=True)
+    assert trainer.start_iter == 4  # model_0000003.pth, the newest readable one
+    assert "cannot read checkpoint" in caplog.text and "resumed from model_0000003.pth instead of model_final.pth" in caplog.text
+    for checkpoint in run.glob("*.pth"):
+        checkpoint.write_bytes(b"garbage")
+    with pytest.raises(StartupError, match="resume=true: no readable checkpoint in .*model_final.pth"):
+        Trainer(small_run(run, 6)).resume_or_load(resume=True)
+
+
+def test_resume_with_nothing_to_resume_warns(tmp_path, caplog):
+    with caplog.at_level("WARNING"):
+        trainer = Trainer(small_run(tmp_path, 2))
+        trainer.resume_or_load(resume=True)
+    assert trainer.start_iter == 0 and "resume=true, but" in caplog.text and "holds no checkpoint" in caplog.text

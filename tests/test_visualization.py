@@ -94,6 +94,19 @@ print(json.dumps({{
     "app_status": page.status, "app_page": page.read(200).decode(),
 }}))
 session.close()
+arguments = ["--dataset", "sca_demo_val", "--name", "sca-test", "--max-images", "1"]
+try:
+    tool.main(arguments)  # the name exists: an error that says to pass --overwrite
+except SystemExit as exit_:
+    print(json.dumps({{"again": exit_.code}}))
+waits = []
+class Session:  # stands in for the App: records how long it is asked to wait, then a Ctrl-C
+    def wait(self, wait=3):
+        waits.append(wait)
+        raise KeyboardInterrupt
+tool.fo.launch_app = lambda *args, **kwargs: Session()
+tool.main(arguments + ["--overwrite", "--launch"])
+print(json.dumps({{"waits": waits, "samples_after_overwrite": len(fo.load_dataset("sca-test"))}}))
 """
 
 
@@ -106,7 +119,10 @@ def test_fiftyone_export_and_app(trained_run, tmp_path, demo_records):
     env = {**os.environ, "FIFTYONE_DATABASE_DIR": str(tmp_path / "db"), "FIFTYONE_DO_NOT_TRACK": "true", "PYTHONPATH": str(ROOT)}
     result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary, again, served = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")][-3:]
+    assert again == {"again": 2} and "exists already: pass --overwrite" in result.stderr
+    # served until interrupted (a negative wait: however many browser tabs close), then a clean exit
+    assert served == {"waits": [-1], "samples_after_overwrite": 1}
     record = demo_records["sca_demo_val"][0]
     metadata = MetadataCatalog.get("sca_demo_val")
     assert summary["samples"] == 3 and summary["persistent"] and summary["filepath"] == os.path.abspath(record["file_name"])

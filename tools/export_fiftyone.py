@@ -46,13 +46,20 @@ def detection(box: list[float], mask: np.ndarray | None, height: int, width: int
 def export_split(
     dataset_name: str, predictions_path: str = "", name: str = "", max_images: int = 0, overwrite: bool = False
 ) -> fo.Dataset:
-    """Create (or with ``overwrite``, replace) the persistent FiftyOne dataset ``name``."""
+    """Create (or with ``overwrite``, replace) the persistent FiftyOne dataset ``name``.
+
+    Raises:
+        ValueError: when a dataset of that name exists and ``overwrite`` is not set.
+    """
+    name = name or dataset_name
+    if fo.dataset_exists(name) and not overwrite:
+        raise ValueError(f"a FiftyOne dataset named '{name}' exists already: pass --overwrite to replace it, or --name")
     records = DatasetCatalog.get(dataset_name)
     metadata = MetadataCatalog.get(dataset_name)
     predictions = load_predictions(predictions_path) if predictions_path else {}
     if max_images > 0:
         records = records[:max_images]
-    dataset = fo.Dataset(name or dataset_name, overwrite=overwrite, persistent=True)
+    dataset = fo.Dataset(name, overwrite=overwrite, persistent=True)
     dataset.info = {"split": dataset_name, "predictions": os.path.abspath(predictions_path) if predictions_path else ""}
     samples = []
     for record in tqdm(records, desc=f"exporting {dataset_name}", unit="img"):
@@ -93,12 +100,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--address", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5151)
     args = parser.parse_args(argv)
-    dataset = export_split(args.dataset, args.predictions, args.name, args.max_images, args.overwrite)
+    try:
+        dataset = export_split(args.dataset, args.predictions, args.name, args.max_images, args.overwrite)
+    except ValueError as error:
+        parser.exit(2, f"error: {error}\n")
     print(dataset)
     if args.launch:
         session = fo.launch_app(dataset, address=args.address, port=args.port, remote=True)
-        print(f"FiftyOne App: http://{args.address}:{args.port} (Ctrl-C to stop)")
-        session.wait()
+        print(f"FiftyOne App: http://{args.address}:{args.port} (Ctrl-C to stop)", flush=True)
+        try:
+            session.wait(-1)  # serve until interrupted, however many browser tabs open and close
+        except KeyboardInterrupt:
+            pass
 
 
 if __name__ == "__main__":

@@ -13,20 +13,24 @@ of workers and a resumed run continues the stream exactly.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
+import multiprocessing
+import multiprocessing.util
+import os
 import random
 import signal
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from detectron2.data import DatasetCatalog, DatasetFromList, MapDataset
+from detectron2.data import DatasetCatalog, DatasetFromList
 from detectron2.data.build import trivial_batch_collator
 from detectron2.data.samplers import InferenceSampler
 from detectron2.utils import comm
 
-from sca.config import DataConfig
+from sca.config import DataConfig, StartupError
 from sca.data.caption_tokenizer import CaptionTokenizer
 from sca.data.mappers import build_region_mapper
 from sca.data.region_batch import collate_regions
@@ -36,6 +40,8 @@ __all__ = [
     "MappingFailureError",
     "MultiSourceDataset",
     "MultiSourceLoader",
+    "SkippedImage",
+    "EvaluationLoader",
     "compact_records",
     "build_train_loader",
     "build_test_loader",
@@ -125,7 +131,8 @@ class MultiSourceDataset(torch.utils.data.Dataset):
             index = int(rng.integers(len(records)))
         raise MappingFailureError(
             f"source {self.names[key.source]}: {MAX_ATTEMPTS} records in a row could not be mapped "
-            f"({failed} raised, {empty} had no usable region); last error: {last_error!r}"
+            f"({failed} raised, {empty} had no usable region or image)"
+            + (f"; last error: {last_error!r}" if last_error else "; the skipped images are logged above")
         ) from last_error
 
 
@@ -144,11 +151,38 @@ class SourceBatchCollator:
         return source, batch, np.array([len(items), sum(i.failed for i in items), sum(i.empty for i in items)])
 
 
-def _ignore_stop_signals(worker_id: int) -> None:
+class _WorkerStopSignals:
     """Loader workers leave SIGINT / SIGTERM to the training process, which stops cleanly and then
-    shuts them down (a Ctrl-C reaches the whole process group)."""
+    shuts them down (a Ctrl-C or a SIGTERM to the process group reaches the workers too). Once this
+    process exits, however it exits, the workers are released: a SIGTERM then ends them as usual,
+    so that ``multiprocessing``'s exit handler (which terminates and joins them) never waits forever.
+    """
+
+    def __init__(self):
+        self._released = None
+
+    def worker_init_fn(self):
+        """The ``worker_init_fn`` for a loader whose workers start now."""
+        if self._released is None:
+            self._released = multiprocessing.get_context().Event()
+            # run by multiprocessing's exit handler (in a launched rank too) before it terminates
+            # and joins the workers
+            multiprocessing.util.Finalize(None, self._released.set, exitpriority=100)
+        return functools.partial(_init_worker_signals, self._released)
+
+
+def _init_worker_signals(released, worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    def on_sigterm(signum, frame):
+        if released.is_set():
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+_worker_stop_signals = _WorkerStopSignals()
 
 
 class MultiSourceLoader:
@@ -207,7 +241,7 @@ class MultiSourceLoader:
             batch_sampler=sampler,
             collate_fn=self.collator,
             num_workers=self.num_workers,
-            worker_init_fn=_ignore_stop_signals if self.num_workers > 0 else None,
+            worker_init_fn=_worker_stop_signals.worker_init_fn() if self.num_workers > 0 else None,
         )
         source_batches = iter(loader)  # in sampler order: each step's sources, step after step
         for step in itertools.count(self.start_iter):
@@ -229,16 +263,20 @@ class MultiSourceLoader:
                 )
 
     def state_dict(self) -> dict:
-        return {"fingerprint": self.fingerprint()}
+        return {"fingerprint": self.fingerprint(), "counts": {n: c.tolist() for n, c in zip(self.names, self.counts)}}
 
     def load_state_dict(self, state: dict) -> None:
-        """Warns when the checkpoint's stream differs from this one (batches will not continue it)."""
+        """Continues the per-source counts; warns when the checkpoint's stream differs from this
+        one (batches will not continue it)."""
         saved, current = state.get("fingerprint"), self.fingerprint()
         if saved != current:
             logger.warning(
                 "the data stream differs from the checkpoint's (%s vs now %s): resuming does not continue it exactly",
                 saved, current,
             )
+        for name, counts in state.get("counts", {}).items():
+            if name in self.names:
+                self.counts[self.names.index(name)] = counts
 
 
 def compact_records(dataset_names: list[str]) -> torch.utils.data.Dataset:
@@ -250,7 +288,10 @@ def compact_records(dataset_names: list[str]) -> torch.utils.data.Dataset:
     would hold every record as Python objects at once (2 GB for 3M boxes)."""
     parts = []
     for name in dataset_names:
-        records = DatasetCatalog.get(name)
+        try:
+            records = DatasetCatalog.get(name)
+        except FileNotFoundError as error:  # the loaders name the file and where the tree is described
+            raise StartupError(f"dataset {name}: {error}") from None
         if not isinstance(records, torch.utils.data.Dataset):
             records = DatasetFromList(list(records), copy=False, serialize=True)
         parts.append(records)
@@ -311,11 +352,55 @@ def build_train_loader(cfg: DataConfig, tokenizer: CaptionTokenizer, seed: int) 
     return loader
 
 
-def build_test_loader(
-    cfg: DataConfig, dataset_name: str, tokenizer: CaptionTokenizer, max_images: int = 0
-) -> torch.utils.data.DataLoader:
+@dataclass
+class SkippedImage:
+    """Stands in a test batch for a record whose image could not be read (the mapper returned ``None``)."""
+
+    file_name: str
+
+
+class _MapEachRecordOnce(torch.utils.data.Dataset):
+    """``records[i]`` mapped by ``mapper``; a record the mapper skips becomes a :class:`SkippedImage`.
+    Unlike detectron2's ``MapDataset``, never another record: that one would be scored twice."""
+
+    def __init__(self, records: torch.utils.data.Dataset, mapper):
+        self.records = records
+        self.mapper = mapper
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int):
+        record = self.records[index]
+        sample = self.mapper(record)
+        return SkippedImage(record["file_name"]) if sample is None else sample
+
+
+class EvaluationLoader:
+    """Test batches (lists of region samples) in which every record of the split is mapped at most
+    once; records whose image could not be read are left out and listed, per pass, in
+    :attr:`skipped_images` (the evaluator reports them)."""
+
+    def __init__(self, loader: torch.utils.data.DataLoader):
+        self.loader = loader
+        self.skipped_images: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        self.skipped_images.clear()
+        for batch in self.loader:
+            self.skipped_images.extend(item.file_name for item in batch if isinstance(item, SkippedImage))
+            samples = [item for item in batch if not isinstance(item, SkippedImage)]
+            if samples:
+                yield samples
+
+
+def build_test_loader(cfg: DataConfig, dataset_name: str, tokenizer: CaptionTokenizer, max_images: int = 0) -> EvaluationLoader:
     """Like detectron2's ``build_detection_test_loader`` (``InferenceSampler``: each rank its own
-    contiguous shard, every image once) but with ``test_batch_size`` images per batch.
+    contiguous shard, every image once) but with ``test_batch_size`` images per batch, and
+    unreadable images left out and counted (:class:`EvaluationLoader`) instead of replaced.
     ``max_images > 0`` keeps only the first images of the split."""
     mapper = build_region_mapper(
         dataset_name,
@@ -328,11 +413,13 @@ def build_test_loader(
     records = compact_records([dataset_name])
     if max_images > 0:
         records = torch.utils.data.Subset(records, range(min(max_images, len(records))))
-    dataset = MapDataset(records, mapper)
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=cfg.test_batch_size,
-        sampler=InferenceSampler(len(dataset)),
-        num_workers=cfg.num_workers,
-        collate_fn=trivial_batch_collator,
+    dataset = _MapEachRecordOnce(records, mapper)
+    return EvaluationLoader(
+        torch.utils.data.DataLoader(
+            dataset,
+            batch_size=cfg.test_batch_size,
+            sampler=InferenceSampler(len(dataset)),
+            num_workers=cfg.num_workers,
+            collate_fn=trivial_batch_collator,
+        )
     )

@@ -71,6 +71,15 @@ class SkipCountLogger:
         self.skipped: dict[str, dict[str, set]] = defaultdict(lambda: defaultdict(set))
         self._logged_at = -float("inf")
 
+    def state_dict(self) -> dict:
+        """The distinct skipped keys (a resumed run continues counting from them)."""
+        return {source: {kind: sorted(keys, key=repr) for kind, keys in kinds.items()} for source, kinds in self.skipped.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for source, kinds in state.items():
+            for kind, keys in kinds.items():
+                self.skipped[source][kind].update(map(_hashable, keys))
+
     def counts(self) -> dict[str, dict[str, int]]:
         return {source: {kind: len(keys) for kind, keys in kinds.items()} for source, kinds in self.skipped.items()}
 

@@ -10,6 +10,8 @@ from typing import Any, Callable, IO
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
+from sca.config import StartupError
+
 __all__ = ["AtomicCheckpointer", "write_atomically"]
 
 
@@ -40,12 +42,55 @@ def write_atomically(path: str, write: Callable[[IO[bytes]], Any]) -> None:
         os.close(directory_fd)
 
 
+class _UnreadableCheckpoint(Exception):
+    """A checkpoint file could not be read (its cause says why)."""
+
+
 class AtomicCheckpointer(DetectionCheckpointer):
     """detectron2's ``DetectionCheckpointer`` whose checkpoint files and ``last_checkpoint`` tag are
     written with :func:`write_atomically`, the checkpoint before the tag that names it: a kill while
     saving leaves the previous checkpoint and tag in place, never a truncated file that ``resume``
     would load. Temporary files left by a killed save are removed when the next one starts.
-    ``save_dir`` must be a local folder."""
+    ``save_dir`` must be a local folder.
+
+    Resuming falls back, with a warning, from a checkpoint that cannot be read (truncated, corrupt:
+    e.g. copied half-way or damaged on disk) to the newest readable one in ``save_dir``; when
+    none is readable it raises :class:`~sca.config.StartupError`."""
+
+    def resume_or_load(self, path: str, *, resume: bool = True) -> dict[str, Any]:
+        if not (resume and self.has_checkpoint()):
+            return super().resume_or_load(path, resume=resume)
+        tagged = self.get_checkpoint_file()
+        others = sorted((f for f in self.get_all_checkpoint_files() if f != tagged), key=os.path.getmtime, reverse=True)
+        unreadable = []
+        for candidate in [tagged, *others]:
+            self._resuming = True
+            try:
+                checkpoint = self.load(candidate)
+            except _UnreadableCheckpoint as error:
+                unreadable.append(f"{os.path.basename(candidate)}: {error.__cause__!r}")
+                self.logger.warning("cannot read checkpoint %s (%r); trying the next newest", candidate, error.__cause__)
+                continue
+            finally:
+                self._resuming = False
+            if unreadable:
+                self.logger.warning(
+                    "resumed from %s instead of %s, which last_checkpoint names but cannot be read",
+                    os.path.basename(candidate), os.path.basename(tagged),
+                )
+            return checkpoint
+        raise StartupError(
+            f"resume=true: no readable checkpoint in {self.save_dir} ({'; '.join(unreadable)}); "
+            "remove them to start afresh, or choose another output_dir"
+        )
+
+    def _load_file(self, filename: str) -> dict[str, Any]:
+        try:
+            return super()._load_file(filename)
+        except Exception as error:
+            if getattr(self, "_resuming", False):  # resume_or_load tries the next newest
+                raise _UnreadableCheckpoint(filename) from error
+            raise
 
     def save(self, name: str, **kwargs: Any) -> None:
         if not self.save_dir or not self.save_to_disk:

@@ -8,6 +8,8 @@
 
 SIGTERM / SIGINT stop training cleanly (see :mod:`sca.engine.graceful_stop`); the process then
 exits with status 128 + signal number, after the checkpoint of the last finished step is written.
+A start-up error (config, missing weights / model directory / dataset files, unwritable
+``output_dir``) is one line on stderr and exit status 2 (:mod:`sca.engine.preflight`).
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 from omegaconf import DictConfig, OmegaConf
 
-from sca.config import SCAConfig, validate
+from sca.config import SCAConfig, to_config
 from sca.engine.graceful_stop import STOP_SIGNALS, TrainingStopped
+from sca.engine.preflight import STARTUP_ERROR_EXIT_CODE, check_startup, exit_on_startup_error
 
 __all__ = ["launch_from_config", "launch_processes", "run"]
 
@@ -70,9 +73,11 @@ def run(cfg: SCAConfig):
             logger.warning("eval_only without model.weights: evaluating randomly initialised weights")
         load_checkpoint(model, cfg.model.weights)
         model.eval()
-        return evaluate(cfg, model)
-    trainer = Trainer(cfg)
-    trainer.resume_or_load(resume=cfg.resume)
+        with exit_on_startup_error(report=comm.is_main_process()):
+            return evaluate(cfg, model)
+    with exit_on_startup_error(report=comm.is_main_process()):  # a dataset's files missing, no readable checkpoint
+        trainer = Trainer(cfg)
+        trainer.resume_or_load(resume=cfg.resume)
     try:
         return trainer.train()
     except TrainingStopped as stop:
@@ -164,11 +169,14 @@ def launch_processes(main_func, cfg: SCAConfig, args: tuple = ()) -> None:
         except mp.ProcessExitedException as error:
             if error.exit_code in [128 + s for s in STOP_SIGNALS]:
                 sys.exit(error.exit_code)  # the ranks stopped cleanly on a signal (their logs say where)
+            if error.exit_code == STARTUP_ERROR_EXIT_CODE:
+                sys.exit(error.exit_code)  # rank 0 printed why
             raise
 
 
 def launch_from_config(cfg: DictConfig) -> None:
     """Validate the Hydra config and run it on ``dist.num_gpus`` x ``dist.num_machines`` processes."""
-    config: SCAConfig = OmegaConf.to_object(cfg)
-    validate(config)
+    with exit_on_startup_error():
+        config = to_config(cfg)
+        check_startup(config)
     launch_processes(run, config, args=(config,))

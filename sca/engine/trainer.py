@@ -13,6 +13,7 @@ uninterrupted run computes from k on (bit for bit on CPU with deterministic algo
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import weakref
@@ -21,21 +22,21 @@ from collections import OrderedDict
 import numpy as np
 import torch
 from detectron2.engine import AMPTrainer, SimpleTrainer, TrainerBase, hooks
-from detectron2.engine.defaults import create_ddp_model, default_writers
+from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
-from detectron2.utils.events import get_event_storage
+from detectron2.utils.events import CommonMetricPrinter, JSONWriter, TensorboardXWriter, get_event_storage
 
 from sca.config import SCAConfig
 from sca.data.image_exclusion import with_image_exclusions
 from sca.data.multi_source import build_test_loader, build_train_loader
 from sca.data.skip_counts import SkipCountLogger
-from sca.engine.checkpoint import AtomicCheckpointer
+from sca.engine.checkpoint import AtomicCheckpointer, write_atomically
 from sca.engine.graceful_stop import GracefulStop
 from sca.engine.optimizer import build_lr_scheduler, build_optimizer
 from sca.evaluation.caption_evaluator import CaptionEvaluator
 from sca.evaluation.dense_captioning_evaluator import evaluate_dense_captioning
-from sca.modeling.build import build_model, is_pretrained_dir
+from sca.modeling.build import build_model, build_tokenizer, is_pretrained_dir
 from sca.modeling.meta_arch import RegionCaptioner
 
 __all__ = ["Trainer", "evaluate", "resolve_device"]
@@ -66,8 +67,11 @@ def evaluate(cfg: SCAConfig, model: RegionCaptioner) -> OrderedDict:
         if "gt_boxes" in protocols:
             loader = build_test_loader(cfg.data, dataset_name, model.tokenizer, cfg.evaluation.max_images)
             evaluator = CaptionEvaluator(
-                dataset_name, cfg.evaluation.metrics, output_dir=os.path.join(cfg.output_dir, "eval", dataset_name),
+                dataset_name,
+                cfg.evaluation.metrics,
+                output_dir=os.path.join(cfg.output_dir, "eval", dataset_name),
                 reference_form=cfg.data.test_mapper.caption_normalization,
+                skipped_images=loader.skipped_images,
             )
             results[dataset_name].update(inference_on_dataset(model, loader, evaluator))
         if "densecap" in protocols:
@@ -104,10 +108,11 @@ class Trainer(TrainerBase):
         super().__init__()
         self.cfg = cfg
         device = resolve_device(cfg.device)
+        # the data first: a dataset whose files are missing stops the run before the model is built
+        data_loader = build_train_loader(with_image_exclusions(cfg.data), build_tokenizer(cfg.model), seed=cfg.seed)
         model = build_model(cfg).to(device)
         model.autocast_dtype = _autocast_dtype(cfg)
         optimizer = build_optimizer(cfg.solver, model)
-        data_loader = build_train_loader(with_image_exclusions(cfg.data), model.tokenizer, seed=cfg.seed)
         # Ranks train on the same sources at every step (lockstep), but which trainable parts a step
         # uses still varies: prompt types are sampled per region (point / mask encoders), and SAM's
         # IoU head gets no loss when SAM trains; DDP must therefore look for unused parameters.
@@ -141,9 +146,24 @@ class Trainer(TrainerBase):
         hook_list.append(GracefulStop(self.checkpointer))
         hook_list.append(hooks.EvalHook(cfg.evaluation.period, lambda: evaluate(cfg, self.model)))
         hook_list.append(hooks.CallbackHook(after_step=self._write_data_counters))
-        if comm.is_main_process():
-            hook_list.append(hooks.PeriodicWriter(default_writers(cfg.output_dir, self.max_iter), period=cfg.log_period))
-        return hook_list
+        return hook_list  # the metric writers are added by train(), once the first iteration is known
+
+    def _writers(self) -> list:
+        """detectron2's console, JSON and TensorBoard writers. A resumed run first drops what an
+        interrupted one logged past its checkpoint (``metrics.json`` lines; TensorBoard events,
+        through ``purge_step``), so that each iteration is logged once."""
+        output_dir, start = self.cfg.output_dir, self.start_iter
+        metrics = os.path.join(output_dir, "metrics.json")
+        os.makedirs(output_dir, exist_ok=True)
+        if start > 0 and os.path.isfile(metrics):
+            with open(metrics) as f:
+                kept = [line for line in f if line.strip() and json.loads(line).get("iteration", -1) < start]
+            write_atomically(metrics, lambda f: f.write("".join(kept).encode()))
+        return [
+            CommonMetricPrinter(self.max_iter),
+            JSONWriter(metrics),
+            TensorboardXWriter(output_dir, purge_step=start if start > 0 else None),
+        ]
 
     def _write_data_counters(self, trainer) -> None:
         """Per source: samples trained on, records that failed to map / had no region (replaced)."""
@@ -155,15 +175,19 @@ class Trainer(TrainerBase):
             )
 
     def resume_or_load(self, resume: bool = True) -> None:
-        """Resume from the last checkpoint in ``output_dir`` (``resume=True``), else load
-        ``model.weights`` when it is a detectron2 checkpoint."""
+        """Resume from the last checkpoint in ``output_dir`` (``resume=True``; warns when there is
+        none), else load ``model.weights`` when it is a detectron2 checkpoint."""
         weights = self.cfg.model.weights if not is_pretrained_dir(self.cfg.model.weights) else ""
+        if resume and not self.checkpointer.has_checkpoint():
+            logger.warning("resume=true, but %s holds no checkpoint: training starts at iteration 0", self.cfg.output_dir)
         self.checkpointer.resume_or_load(weights, resume=resume)
         if resume and self.checkpointer.has_checkpoint():
             self.start_iter = self.iter + 1
         self.data_loader.start_iter = self.start_iter
 
     def train(self):
+        if comm.is_main_process():
+            self.register_hooks([hooks.PeriodicWriter(self._writers(), period=self.cfg.log_period)])
         super().train(self.start_iter, self.max_iter)
 
     def run_step(self):
@@ -176,6 +200,7 @@ class Trainer(TrainerBase):
         ret = super().state_dict()
         ret["_trainer"] = self._trainer.state_dict()
         ret["data_loader"] = self.data_loader.state_dict()
+        ret["skipped"] = self._trainer.data_loader.state_dict()
         return ret
 
     def load_state_dict(self, state_dict):
@@ -183,3 +208,5 @@ class Trainer(TrainerBase):
         self._trainer.load_state_dict(state_dict["_trainer"])
         if "data_loader" in state_dict:
             self.data_loader.load_state_dict(state_dict["data_loader"])
+        if "skipped" in state_dict:
+            self._trainer.data_loader.load_state_dict(state_dict["skipped"])

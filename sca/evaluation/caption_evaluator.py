@@ -183,9 +183,21 @@ class CaptionEvaluator(DatasetEvaluator):
         output_dir: where ``predictions.json`` and ``metrics.json`` go (rank 0 only).
         reference_form: the caption normalisation the references went through (``"none"``: as
             written), recorded in ``metrics.json`` as ``references``.
+        skipped_images: filled by the test loader during the pass with the images it could not
+            read (:class:`~sca.data.multi_source.EvaluationLoader`); reported as
+            ``num_skipped_images`` and, by name, in ``metrics.json``.
     """
 
-    def __init__(self, dataset_name: str, metrics=METRICS, output_dir: str | None = None, reference_form: str = "none"):
+    MAX_NAMED = 20  # skipped images named in the log and in metrics.json
+
+    def __init__(
+        self,
+        dataset_name: str,
+        metrics=METRICS,
+        output_dir: str | None = None,
+        reference_form: str = "none",
+        skipped_images: list[str] | None = None,
+    ):
         unknown = set(metrics) - set(METRICS)
         if unknown:
             raise ValueError(f"unknown caption metrics {sorted(unknown)}; known: {METRICS}")
@@ -193,6 +205,7 @@ class CaptionEvaluator(DatasetEvaluator):
         self.metrics = tuple(metrics)
         self.output_dir = output_dir
         self.reference_form = reference_form
+        self._skipped_images = skipped_images if skipped_images is not None else []
         self._predictions: list[dict] = []
 
     def reset(self) -> None:
@@ -223,8 +236,14 @@ class CaptionEvaluator(DatasetEvaluator):
 
     def evaluate(self):
         predictions = list(itertools.chain.from_iterable(comm.gather(self._predictions, dst=0)))
+        skipped_images = sorted(itertools.chain.from_iterable(comm.gather(list(self._skipped_images), dst=0)))
         if not comm.is_main_process():
             return {}
+        if skipped_images:
+            named = ", ".join(skipped_images[: self.MAX_NAMED]) + (", ..." if len(skipped_images) > self.MAX_NAMED else "")
+            logger.warning(
+                "%s: %d image(s) could not be read and are not evaluated: %s", self.dataset_name, len(skipped_images), named
+            )
         if not predictions:
             logger.warning("%s: no regions were captioned", self.dataset_name)
             return {}
@@ -237,7 +256,7 @@ class CaptionEvaluator(DatasetEvaluator):
             results["num_regions"] = len(chosen)
             return results
 
-        overall = metrics_of(None)
+        overall = {**metrics_of(None), "num_skipped_images": len(skipped_images)}
         groups = {kind: _group_indices(predictions, kind) for kind in ("source", "task_type")}
         per_group = {kind: {name: metrics_of(indices) for name, indices in named.items()} for kind, named in groups.items()}
         skipped = dict(scorer.skipped)
@@ -249,8 +268,13 @@ class CaptionEvaluator(DatasetEvaluator):
             os.makedirs(self.output_dir, exist_ok=True)
             with open(os.path.join(self.output_dir, "predictions.json"), "w") as f:
                 json.dump(predictions, f)
-            report = {**overall, **{f"per_{kind}": named for kind, named in per_group.items()}, "skipped": skipped,
-                      "references": "as written" if self.reference_form == "none" else f"{self.reference_form}-normalised"}
+            report = {
+                **overall,
+                **{f"per_{kind}": named for kind, named in per_group.items()},
+                "skipped": skipped,
+                "skipped_images": skipped_images[: self.MAX_NAMED],
+                "references": "as written" if self.reference_form == "none" else f"{self.reference_form}-normalised",
+            }
             with open(os.path.join(self.output_dir, "metrics.json"), "w") as f:
                 json.dump(report, f, indent=2)
         results = {"caption": overall}

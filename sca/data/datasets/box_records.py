@@ -33,7 +33,7 @@ class BoxRecords(torch.utils.data.Dataset):
         name_offsets: (N + 1,) image ``i``'s base name is ``base_names[name_offsets[i]:name_offsets[i + 1]]``.
         image_ids, heights, widths: (N,) per image.
         box_offsets: (N + 1,) image ``i``'s boxes are rows ``box_offsets[i]:box_offsets[i + 1]``.
-        boxes: (M, 4) float32 XYWH; category_ids: (M,) contiguous; iscrowd: (M,); annotation_ids: (M,).
+        boxes: (M, 4) float64 XYWH (as in the file); category_ids: (M,) contiguous; iscrowd: (M,); annotation_ids: (M,).
         captions: for sources that caption each box (Visual Genome): ``(utf8, offsets)``, box ``j``'s
             caption is ``utf8[offsets[j]:offsets[j + 1]]``; its annotation then carries
             ``sentences: [caption]``, as the referring sources' do.

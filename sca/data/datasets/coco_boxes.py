@@ -29,7 +29,7 @@ from tqdm import tqdm
 from sca.data.datasets.box_records import BoxRecords
 from sca.data.datasets.catalog import register_split
 from sca.data.datasets.json_stream import iter_top_level
-from sca.data.datasets.panoptic_json import resolve_inside
+from sca.data.datasets.dataset_paths import path_inside, warn_escaping
 
 __all__ = [
     "BoxLoadResult",
@@ -66,20 +66,20 @@ def box_metadata(categories: list[dict[str, Any]], class_captions: list[str] | N
 
 
 def clip_boxes(boxes: np.ndarray, widths: np.ndarray, heights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Clip XYWH boxes to their images, in place.
+    """Clip XYWH boxes to their images, in place; a box inside its image keeps its exact values.
 
     Args:
-        boxes: (M, 4) float32 XYWH, changed in place; widths, heights: (M,) the size of each box's image.
+        boxes: (M, 4) float64 XYWH, changed in place; widths, heights: (M,) the size of each box's image.
     Returns:
         ``kept`` (M,) bool (some area is left) and ``clipped`` (M,) bool (kept, but changed by clipping).
     """
     x1, y1 = boxes[:, 0] + boxes[:, 2], boxes[:, 1] + boxes[:, 3]
     outside = (boxes[:, 0] < 0) | (boxes[:, 1] < 0) | (x1 > widths) | (y1 > heights)
-    np.maximum(boxes[:, :2], 0, out=boxes[:, :2])
-    np.minimum(x1, widths, out=x1)
-    np.minimum(y1, heights, out=y1)
-    np.subtract(x1, boxes[:, 0], out=boxes[:, 2])
-    np.subtract(y1, boxes[:, 1], out=boxes[:, 3])
+    changed = boxes[outside]
+    np.maximum(changed[:, :2], 0, out=changed[:, :2])
+    changed[:, 2] = np.minimum(x1[outside], widths[outside]) - changed[:, 0]
+    changed[:, 3] = np.minimum(y1[outside], heights[outside]) - changed[:, 1]
+    boxes[outside] = changed
     with np.errstate(invalid="ignore"):
         kept = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)  # False for NaN
     return kept, kept & outside
@@ -105,12 +105,14 @@ class BoxColumns:
         self.directory_index, self.name_offsets, self.base_names = array("q"), array("q", [0]), bytearray()
         self.directories: dict[str, int] = {}
         self.ann_ids, self.ann_image_ids, self.ann_categories = array("q"), array("q"), array("q")
-        self.ann_boxes, self.ann_crowd = array("f"), array("b")
+        self.ann_boxes, self.ann_crowd = array("d"), array("b")  # boxes exactly as in the file
         self.captions: bytearray | None = None
         self.caption_offsets: array | None = None
 
     def add_image(self, image: dict) -> None:
-        directory, base_name = os.path.split(image["file_name"])
+        directory, base_name = os.path.split(os.path.normpath(image["file_name"]))
+        if base_name == "..":  # the file_name is only ".."s: it leaves its folder
+            directory = os.path.join(directory, base_name)
         self.directory_index.append(self.directories.setdefault(directory, len(self.directories)))
         self.base_names += base_name.encode("utf-8")
         self.name_offsets.append(len(self.base_names))
@@ -153,11 +155,11 @@ def _stream(json_file: str, columns: BoxColumns) -> tuple[list[dict], dict[str, 
     return categories, extra
 
 
-def _folder_under(image_root: str, json_file: str) -> Callable[[str], str]:
-    """The default folder resolution: ``image_root/<folder>``, refusing folders that leave it."""
+def _folder_under(image_root: str) -> Callable[[str], str | None]:
+    """The default folder resolution: ``image_root/<folder>``; ``None`` for a folder that leaves it."""
 
-    def resolve(directory: str) -> str:
-        return resolve_inside(image_root, directory, json_file) if directory else os.path.normpath(image_root)
+    def resolve(directory: str) -> str | None:
+        return path_inside(image_root, directory) if directory else os.path.normpath(image_root)
 
     return resolve
 
@@ -177,18 +179,22 @@ def read_coco_boxes(
 ) -> BoxLoadResult:
     """Read a COCO detection JSON into compact records (see the module docstring for the checks).
 
-    Memory: the streamed columns (~41 bytes per box), then the records' arrays (~29 bytes per
+    Memory: the streamed columns (~57 bytes per box), then the records' arrays (~45 bytes per
     box), each column released once gathered.
 
     Args:
         json_file: the annotation JSON.
         image_root: folder the images' ``file_name`` values are relative to.
         resolve_directory: maps the folder part of a ``file_name`` to the folder where its images
-            are (called once per distinct folder); default: that folder under ``image_root``.
+            are, or to ``None`` when it leaves ``image_root`` (called once per distinct folder);
+            default: that folder under ``image_root``.
     Raises:
         FileNotFoundError: when ``json_file`` does not exist.
         ValueError: naming the file (and the annotation) for malformed JSON, an annotation of an
-            unknown image or category, duplicate ids, or a ``file_name`` that escapes ``image_root``.
+            unknown image or category, or duplicate ids.
+
+    Images whose ``file_name`` leaves ``image_root`` are dropped with their boxes, counted
+    (``images_outside_root``) and logged.
     """
     if not os.path.isfile(json_file):
         raise FileNotFoundError(f"{json_file} not found: datasets/README.md shows the expected tree and how to prepare it")
@@ -235,11 +241,12 @@ def records_from_columns(
     order, sorted_image_ids, heights, widths = _image_table(json_file, columns)
     boxes, box_counts = _box_table(json_file, columns, category_ids, order, sorted_image_ids, heights, widths)
     clipped, dropped, empty_captions = boxes.pop("clipped"), boxes.pop("dropped"), boxes.pop("empty_captions")
+    resolve = resolve_directory or _folder_under(image_root)
+    folders = [resolve(d) for d in columns.directories]
+    outside = _drop_images_outside_root(json_file, image_root, columns, folders, order, boxes, box_counts)
     with_boxes = box_counts > 0
     images = order[with_boxes]  # file positions of the kept images, in image-id order
 
-    resolve = resolve_directory or _folder_under(image_root, json_file)
-    folders = [resolve(d) for d in columns.directories]
     base_names, name_offsets = _gather_strings(
         np.frombuffer(columns.base_names, dtype=np.uint8), np.frombuffer(columns.name_offsets, dtype=np.int64), images
     )
@@ -259,11 +266,38 @@ def records_from_columns(
         "boxes": records.num_boxes,
         "clipped_boxes": clipped,
         "dropped_boxes": dropped,
-        "images_without_boxes": int((~with_boxes).sum()),
+        "images_without_boxes": int((~with_boxes).sum()) - outside,
+        "images_outside_root": outside,
     }
     if records.captions is not None:
         counts["dropped_empty_captions"] = empty_captions
     return BoxLoadResult(records, categories, extra or {}, counts)
+
+
+def _drop_images_outside_root(
+    json_file: str, image_root: str, columns: BoxColumns, folders: list, order: np.ndarray, boxes: dict, box_counts: np.ndarray
+) -> int:
+    """Removes (in place) the boxes of the images whose folder leaves ``image_root`` (``None`` in
+    ``folders``) and zeroes their box counts; returns how many images that drops (logged)."""
+    escaping_folders = [i for i, folder in enumerate(folders) if folder is None]
+    if not escaping_folders:
+        return 0
+    directory_index = np.frombuffer(columns.directory_index, dtype=np.int64)
+    outside = np.isin(directory_index[order], escaping_folders)  # per image, in image-id order
+    names = list(columns.directories)
+    name_offsets = np.frombuffer(columns.name_offsets, dtype=np.int64)
+    first = [
+        os.path.join(names[directory_index[p]], bytes(columns.base_names[name_offsets[p] : name_offsets[p + 1]]).decode("utf-8"))
+        for p in order[outside][:5]
+    ]
+    warn_escaping(json_file, os.path.normpath(image_root), first, count=int(outside.sum()))
+    keep = ~np.repeat(outside, box_counts)  # boxes are grouped by image, in image-id order
+    for key in ("boxes", "category_ids", "iscrowd", "annotation_ids"):
+        boxes[key] = boxes[key][keep]
+    if "captions" in boxes:
+        boxes["captions"] = _gather_strings(*boxes["captions"], np.nonzero(keep)[0])
+    box_counts[outside] = 0
+    return int(outside.sum())
 
 
 def _image_table(json_file: str, columns: BoxColumns) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -319,7 +353,7 @@ def _box_table(
         raise ValueError(f"{json_file}: annotation id {sorted_ids[duplicates[0]]} appears twice")
     del sorted_ids
 
-    boxes = np.frombuffer(columns.ann_boxes, dtype=np.float32).reshape(-1, 4)
+    boxes = np.frombuffer(columns.ann_boxes, dtype=np.float64).reshape(-1, 4)
     position = order[rank]  # each box's image in file order
     kept, clipped = clip_boxes(boxes, widths[position], heights[position])
     del position

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sca.data.datasets.catalog import register_split
+from sca.data.datasets.dataset_paths import path_inside, warn_escaping
 
 __all__ = [
     "PanopticSplit",
@@ -23,7 +24,6 @@ __all__ = [
     "load_panoptic_json",
     "register_panoptic_source",
     "register_panoptic_splits",
-    "resolve_inside",
 ]
 
 
@@ -48,19 +48,6 @@ def panoptic_metadata(categories: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def resolve_inside(root: str, relative: str, what: str) -> str:
-    """``root/relative``, refusing a ``relative`` path that leaves ``root`` (absolute, ``..``).
-
-    Raises:
-        ValueError: naming ``what`` (e.g. the JSON file) and the offending path.
-    """
-    root = os.path.normpath(root)
-    path = os.path.normpath(os.path.join(root, relative))
-    if os.path.isabs(relative) or not path.startswith(root + os.sep):
-        raise ValueError(f"{what}: file_name '{relative}' escapes the dataset folder {root}")
-    return path
-
-
 def load_panoptic_json(
     json_file: str, image_root: str, panoptic_root: str, metadata: dict, sem_seg_root: str | None = None
 ) -> list[dict]:
@@ -75,8 +62,10 @@ def load_panoptic_json(
             ``sem_seg_file_name`` when this folder exists.
     Raises:
         FileNotFoundError: when ``json_file`` does not exist.
-        ValueError: naming the file, for malformed JSON, an annotation without image entry, an
-            unknown category or a ``file_name`` that escapes its folder.
+        ValueError: naming the file, for malformed JSON, an annotation without image entry or an
+            unknown category.
+
+    A record whose image or PNG ``file_name`` leaves its folder is dropped, counted and logged.
     """
     if not os.path.isfile(json_file):
         raise FileNotFoundError(f"{json_file} not found: datasets/README.md shows the expected tree and how to prepare it")
@@ -90,11 +79,15 @@ def load_panoptic_json(
     id_map = metadata["stuff_dataset_id_to_contiguous_id"]
     thing_ids = metadata["thing_dataset_id_to_contiguous_id"]
     with_sem_seg = sem_seg_root is not None and os.path.isdir(sem_seg_root)
-    records = []
+    records, escaping = [], []
     for ann in annotations:
         image = images.get(ann["image_id"])
         if image is None:
             raise ValueError(f"{json_file}: annotation {ann['file_name']} has image_id {ann['image_id']!r}, absent from 'images'")
+        file_name, pan_seg_file_name = path_inside(image_root, image["file_name"]), path_inside(panoptic_root, ann["file_name"])
+        if file_name is None or pan_seg_file_name is None:
+            escaping.append(image["file_name"] if file_name is None else ann["file_name"])
+            continue
         segments = []
         for s in ann["segments_info"]:
             if s["category_id"] not in id_map:
@@ -110,16 +103,17 @@ def load_panoptic_json(
                 }
             )
         record = {
-            "file_name": resolve_inside(image_root, image["file_name"], json_file),
+            "file_name": file_name,
             "image_id": ann["image_id"],
             "height": int(image["height"]),
             "width": int(image["width"]),
-            "pan_seg_file_name": resolve_inside(panoptic_root, ann["file_name"], json_file),
+            "pan_seg_file_name": pan_seg_file_name,
             "segments_info": segments,
         }
         if with_sem_seg:
             record["sem_seg_file_name"] = os.path.join(sem_seg_root, os.path.basename(record["pan_seg_file_name"]))
         records.append(record)
+    warn_escaping(json_file, os.path.commonpath([os.path.abspath(image_root), os.path.abspath(panoptic_root)]), escaping)
     return records
 
 

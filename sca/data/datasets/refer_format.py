@@ -22,6 +22,7 @@ from detectron2.structures import BoxMode
 
 from sca.data.datasets.catalog import register_split
 from sca.data.datasets.coco_boxes import clip_boxes
+from sca.data.datasets.dataset_paths import path_inside, warn_escaping
 
 __all__ = ["load_refs", "converted_refs_file", "refer_metadata", "load_refer_instances", "register_refer_source"]
 
@@ -98,7 +99,6 @@ def load_refer_instances(instances_json: str, refs_file: str, image_root: str, s
     images = {image["id"]: image for image in content["images"]}
     annotations = {ann["id"]: ann for ann in content["annotations"]}
     id_map = metadata["thing_dataset_id_to_contiguous_id"]
-    root = os.path.realpath(image_root)
     skipped: dict[str, int] = defaultdict(int)
     by_image: dict[int, list[dict]] = defaultdict(list)
     for ref in refs:
@@ -109,7 +109,7 @@ def load_refer_instances(instances_json: str, refs_file: str, image_root: str, s
         if ann["category_id"] not in id_map:
             raise ValueError(f"{instances_json}: annotation {ann['id']} (ref {ref['ref_id']}) has unknown category_id {ann['category_id']}")
         image = images[ref["image_id"]]
-        box = np.array([ann["bbox"]], dtype=np.float32).reshape(-1, 4)[:1]
+        box = np.array([ann["bbox"]], dtype=np.float64).reshape(-1, 4)[:1]
         kept, clipped = clip_boxes(box, np.array([image["width"]]), np.array([image["height"]]))
         if not kept[0]:
             skipped["box without area in its image"] += 1
@@ -127,12 +127,13 @@ def load_refer_instances(instances_json: str, refs_file: str, image_root: str, s
                 "sentences": [s["sent"] for s in ref["sentences"]],
             }
         )
-    records = []
+    records, escaping = [], []
     for image_id, image_annotations in by_image.items():
         image = images[image_id]
-        file_name = os.path.realpath(os.path.join(image_root, image["file_name"]))
-        if os.path.commonpath([root, file_name]) != root:
+        file_name = path_inside(image_root, image["file_name"])
+        if file_name is None:
             skipped["image path outside image_root"] += len(image_annotations)
+            escaping.append(image["file_name"])
             continue
         records.append(
             {
@@ -146,6 +147,7 @@ def load_refer_instances(instances_json: str, refs_file: str, image_root: str, s
     skipped = {reason: count for reason, count in skipped.items() if count}
     if skipped:
         logger.warning("%s (%s): refs skipped (or, for a clipped box, changed): %s", refs_file, split, skipped)
+    warn_escaping(instances_json, os.path.normpath(image_root), escaping)
     return records
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from sca.data.datasets.box_records import BoxRecords
 from sca.data.datasets.coco_boxes import box_metadata, load_coco_boxes_json, register_box_source
-from sca.data.datasets.panoptic_json import resolve_inside
+from sca.data.datasets.dataset_paths import path_inside
 
 __all__ = [
     "OBJECTS365_SPLITS",
@@ -80,18 +80,21 @@ def objects365_metadata() -> dict:
     return box_metadata([{"id": c["id"], "name": c["name"]} for c in objects365_categories()])
 
 
-def objects365_folder_resolver(image_root: str, json_file: str):
+def objects365_folder_resolver(image_root: str):
     """Maps the folder of a JSON ``file_name`` to the folder on disk: the folder as named
     (``images/v1/patch0``), without its ``images/v<N>/`` part (``patch0``), or, for a folder named
     without it, under ``images/v1`` or ``images/v2``; the first that exists. When none does, the
-    folder as named (its images will be counted as missing)."""
+    folder as named (its images will be counted as missing); ``None`` for a folder that leaves
+    ``image_root`` (its images are dropped)."""
 
-    def resolve(directory: str) -> str:
+    def resolve(directory: str) -> str | None:
         candidates = [directory]
         stripped = _VERSION_FOLDER.sub("", directory)
         candidates += [stripped] if stripped != directory else [f"images/v1/{directory}", f"images/v2/{directory}"]
-        folders = [resolve_inside(image_root, c, json_file) if c else os.path.normpath(image_root) for c in candidates]
-        return next((folder for folder in folders if os.path.isdir(folder)), folders[0])
+        folders = [path_inside(image_root, c) if c else os.path.normpath(image_root) for c in candidates]
+        if folders[0] is None:
+            return None
+        return next((folder for folder in folders if folder is not None and os.path.isdir(folder)), folders[0])
 
     return resolve
 
@@ -123,7 +126,7 @@ def load_objects365_json(json_file: str, clean_json_file: str, image_root: str) 
             "%s not found: reading %s, whose missing or corrupt images will be skipped at training time "
             "(run datasets/prepare_objects365.py to check them once)", clean_json_file, json_file,
         )
-    resolver = objects365_folder_resolver(image_root, json_file)
+    resolver = objects365_folder_resolver(image_root)
     return load_coco_boxes_json(
         json_file, image_root, resolve_directory=resolver, check_categories=check_objects365_categories
     ).records
