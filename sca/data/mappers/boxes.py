@@ -22,7 +22,8 @@ class BoxRegionMapper(RegionMapper):
     the frame (``valid_box``), and those left with less than ``min_region_area`` pixels (cut away by
     the crop) are dropped. At most ``max_regions`` of the rest are sampled without replacement in
     training (all are kept in evaluation). Each region gets its box, points drawn uniformly inside
-    it, a prompt type (box or point, from the configured mix), its class caption and its tokens.
+    it, a prompt type (box or point, from the configured mix), its captions (the annotation's
+    ``sentences`` where given, else its class name) and its tokens.
     There are no masks: a mask prompt weight is a configuration error, and ``masks`` is (R, 0, 0).
 
     Bad input: an image that is missing or unreadable is skipped (``None``) and counted (see
@@ -62,7 +63,7 @@ class BoxRegionMapper(RegionMapper):
                 "category_id": annotations[i]["category_id"],
                 "box": boxes[i],
                 "points": region_points,
-                "captions": [self.class_names[annotations[i]["category_id"]]],
+                "captions": annotations[i].get("sentences") or [self.class_names[annotations[i]["category_id"]]],
             }
             for i, region_points in zip(chosen.tolist(), points)
         ]
