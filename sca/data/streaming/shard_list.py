@@ -12,6 +12,7 @@ of modest size; for SA-1B-scale sets and for ``pipe:`` shards write the JSON onc
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass
 
@@ -22,6 +23,8 @@ from sca.data.streaming.tar_index import ShardCache
 
 __all__ = ["Shard", "resolve_shards", "write_shard_list"]
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Shard:
@@ -31,7 +34,8 @@ class Shard:
 
 def resolve_shards(specs: list[str], cache: ShardCache) -> list[Shard]:
     """The shards named by ``specs``, in order, with their sample counts (indexing, with a progress
-    bar, those whose count is not given by a shard-list JSON)."""
+    bar, those whose count is not given by a shard-list JSON; one that is not a readable tar is
+    logged and counts 0 samples)."""
     shards, unknown = [], []
     for spec in specs:
         if spec.endswith(".json") and not spec.startswith("pipe:"):
@@ -51,7 +55,11 @@ def resolve_shards(specs: list[str], cache: ShardCache) -> list[Shard]:
         url = shards[position].url
         if not url.startswith("pipe:") and not os.path.isfile(url):
             raise FileNotFoundError(f"shard {url} does not exist")
-        shards[position] = Shard(url, len(cache.index(url)))
+        try:
+            shards[position] = Shard(url, len(cache.index(url)))
+        except ValueError as error:  # not a tar at all (e.g. cut inside its first header)
+            logger.warning("skipped shard %s: %s", url, error)
+            shards[position] = Shard(url, 0)
     return shards
 
 

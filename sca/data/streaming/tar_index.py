@@ -95,6 +95,10 @@ class ShardCache:
         self.size = size
         self._indexes: OrderedDict[str, ShardIndex] = OrderedDict()
 
+    def __getstate__(self) -> dict:
+        """Pickled (for spawned loader workers) without open files: the worker reopens its shards."""
+        return {**self.__dict__, "_indexes": OrderedDict()}
+
     def local_path(self, url: str) -> str:
         if not url.startswith("pipe:"):
             return url
