@@ -4,6 +4,7 @@ across ranks and workers, resume, faults."""
 import copy
 import itertools
 import json
+import os
 import tarfile
 
 import numpy as np
@@ -20,10 +21,12 @@ from sca.data.datasets.synthetic_sa1b_shards import sa1b_sample, write_caption_t
 from sca.data.multi_source import MappingFailureError, build_train_loader
 from sca.data.streaming.captions import CaptionTable
 from sca.data.streaming.stream_order import ShardedStream
+from sca.data.streaming.tar_index import ShardCache, ShardIndex
 
 
 def with_stream(cfg, name="sa1b", *, shards, stream_format="sa1b", captions="", batch_size=3, ratio=1.0, task_type="caption", **stream):
     """``cfg`` (an SCAConfig) with a streaming source added, mapped like the demo source."""
+    stream.setdefault("cache_dir", os.path.join(os.path.dirname(str(shards[0])), "cache"))  # shard indexes
     cfg.data.sources[name] = SourceConfig(
         stream=StreamConfig(shards=list(shards), format=stream_format, captions=str(captions), **stream),
         task_type=task_type, batch_size=batch_size, sampling_ratio=ratio,
@@ -99,7 +102,7 @@ def test_written_shards_stream_the_catalog_source_they_came_from(load_tool, toke
     catalog.sources["demo_refs"].train_datasets = ["sca_demo_refs_val"]
     streamed = copy.deepcopy(catalog)
     streamed.sources["demo_refs"].train_datasets = []
-    streamed.sources["demo_refs"].stream = StreamConfig(shards=[str(tmp_path / "shards.json")], format="sca")
+    streamed.sources["demo_refs"].stream = StreamConfig(shards=[str(tmp_path / "shards.json")], format="sca", cache_dir=str(tmp_path / "cache"))
     catalog_parts = build_train_loader(catalog, tokenizer, seed=0).dataset
     streamed_parts = build_train_loader(streamed, tokenizer, seed=0).dataset
     by_id = {r["image_id"]: r for r in records}
@@ -145,6 +148,7 @@ def test_a_streaming_source_needs_shards_or_datasets_and_sa1b_needs_captions(sa1
     root, paths, _ = sa1b
     with pytest.raises(ConfigError, match="captions"):
         with_stream(base_config(), shards=[str(paths[0])])
+    assert load_config(["data=sa1b_coco_panoptic"]).data.sources["sa1b"].stream.format == "sa1b"  # the preset mix
     cfg = base_config()
     cfg.data.sources["demo"].stream.shards = [str(paths[0])]
     with pytest.raises(ConfigError, match="either train_datasets"):
@@ -260,3 +264,17 @@ def test_two_gloo_ranks_with_two_workers_each_see_every_sample_once_per_epoch(tm
         assert all(len(part) == 12 for part in parts) and not parts[0] & parts[1]
         assert parts[0] | parts[1] == set(range(1, 25))
     assert [b for b in ranks[0][:4]] != [b for b in ranks[0][4:]]  # the next epoch is reshuffled
+
+
+def test_shard_indexes_are_saved_and_reused_until_the_shard_changes(sa1b, tmp_path, monkeypatch):
+    _, paths, _ = sa1b
+    shard = tmp_path / "sa_000000.tar"
+    shard.write_bytes(paths[0].read_bytes())
+    first = ShardCache(str(tmp_path / "cache")).index(str(shard))
+    assert len(list((tmp_path / "cache" / "indexes").iterdir())) == 1
+    monkeypatch.setattr(ShardIndex, "_scan_members", staticmethod(lambda path: pytest.fail("scanned again")))
+    again = ShardCache(str(tmp_path / "cache")).index(str(shard))
+    assert again.keys == first.keys and again.read(2) == first.read(2)
+    monkeypatch.undo()
+    shard.write_bytes(paths[1].read_bytes())  # another shard under the same name
+    assert len(ShardCache(str(tmp_path / "cache")).index(str(shard))) == 3
