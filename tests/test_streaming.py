@@ -296,3 +296,29 @@ def test_streaming_benchmark_reports_throughput_against_the_catalog_and_memory_p
     assert re.search(r"^streamed / catalog: [\d.]+x$", result.stdout, re.M)
     rows = re.findall(r"^\| ([\d,]+) \| (per shard|one file) \| \d+ MiB \| \d+ MiB \| [\d.]+ \|$", result.stdout, re.M)
     assert rows == [("20", "per shard"), ("20", "one file"), ("1,500", "per shard"), ("1,500", "one file")]
+
+
+def test_pipe_shards_are_downloaded_once_into_the_cache_and_read_like_local_ones(sa1b, tokenizer, tmp_path):
+    root, paths, _ = sa1b
+    local = with_stream(base_config(), shards=[str(p) for p in paths[:2]], captions=root / "captions.jsonl", cache_dir=str(tmp_path / "a"))
+    piped = with_stream(base_config(), shards=[f"pipe:cat {p}" for p in paths[:2]], captions=root / "captions.jsonl",
+                        cache_dir=str(tmp_path / "b"))
+    loader = build_train_loader(piped.data, tokenizer, seed=0)
+    assert len(loader.dataset.records[1]) == 9
+    assert sorted(p.name.split("-", 1)[1] for p in (tmp_path / "b").glob("*.tar")) == ["sa_000000.tar", "sa_000001.tar"]
+    assert_same_batches(take(loader, 3), take(build_train_loader(local.data, tokenizer, seed=0), 3))
+
+
+def test_box_only_regions_stream_through_the_box_mapper(tokenizer, tmp_path):
+    record = DatasetCatalog.get("sca_demo_val")[0]
+    regions = [{"id": 7, "bbox": [2.0, 3.0, 20.0, 30.0], "segmentation": None, "captions": ["a box"]},
+               {"id": 8, "bbox": [30.0, 10.0, 25.0, 20.0], "segmentation": None, "captions": ["another box"]}]
+    meta = {"image": {k: record[k] for k in ("image_id", "width", "height")} | {"file_name": "x.jpg"},
+            "dataset": "boxes", "task_type": "recognition", "regions": regions}
+    with wds.TarWriter(str(tmp_path / "boxes.tar")) as writer:
+        writer.write({"__key__": "b_0", "jpg": open(record["file_name"], "rb").read(), "json": json.dumps(meta).encode()})
+    cfg = base_config()
+    cfg.data.sources.pop("demo")
+    cfg = with_stream(cfg, "boxes", shards=[str(tmp_path / "boxes.tar")], stream_format="sca", batch_size=1, task_type="recognition")
+    batch = take(build_train_loader(cfg.data, tokenizer, seed=0), 1)[0]["boxes"]
+    assert sorted(batch["regions"]["captions"]) == [["a box"], ["another box"]] and batch["regions"]["masks"].shape[1:] == (0, 0)
