@@ -58,6 +58,7 @@ def run_loader(spec: dict, results) -> None:
     from sca.data.multi_source import build_train_loader
 
     torch.set_num_threads(1)
+    multiprocessing.set_start_method("fork", force=True)  # loader workers fork as under train_net.py (a spawned process would spawn them)
     after_imports = vm_kib("VmRSS")
     cfg = load_config(["data=demo_mix", f"data.num_workers={spec['workers']}", f"data.sources.demo_refs.batch_size={spec['batch_size']}",
                        "data.sources.demo_refs.sampling_ratio=1.0"]).data
@@ -147,7 +148,10 @@ def memory(args) -> None:
     print("| samples | side table | RSS after imports | peak RSS | images/s |\n|---|---|---|---|---|")
     for samples in (args.small, args.large):
         folder = write_sa1b_fixture(args.root, samples)
-        for table, captions in (("per shard", str(folder / "{shard}.captions.jsonl")), ("one file", str(folder / "captions.jsonl"))):
+        tables = {"per shard": str(folder / "{shard}.captions.jsonl"), "one file": str(folder / "captions.jsonl")}
+        for table, captions in tables.items():
+            if args.side_table not in ("both", table.replace(" ", "-")):
+                continue
             r = measure({"kind": "stream", "shards": str(folder / "shards.json"), "format": "sa1b", "captions": captions,
                          "workers": 0, "batch_size": args.batch_size, "warmup": 10, "steps": args.rss_steps})
             print(f"| {samples:,} | {table} | {r['after_imports_kib'] / 1024:.0f} MiB | {r['peak_kib'] / 1024:.0f} MiB | "
@@ -165,6 +169,7 @@ def main(argv=None) -> int:
     parser.add_argument("--small", type=int, default=1000)
     parser.add_argument("--large", type=int, default=100_000)
     parser.add_argument("--rss-steps", type=int, default=200)
+    parser.add_argument("--side-table", choices=["both", "per-shard", "one-file"], default="both", help="caption tables in part 2")
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
     args = parser.parse_args(argv)
