@@ -102,7 +102,8 @@ class ShardIndex:
 class ShardCache:
     """Per process: the indexes (and open files) of the ``size`` shards used most recently, each
     index also saved under ``cache_dir/indexes`` for the other workers, epochs and runs (scanning
-    a tar's headers costs ~0.2 ms per sample; loading a saved index a few microseconds). A
+    a tar's headers through :mod:`tarfile` costs more than mapping a small image; loading a saved
+    index is cheap). A
     ``pipe:`` shard is downloaded into ``cache_dir`` (to a temporary name, then renamed, so
     concurrent workers never read half a file) and deleted when its index leaves the cache: a
     process still reading it keeps its open file, one that needs it again downloads it again. Disk
