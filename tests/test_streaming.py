@@ -322,3 +322,13 @@ def test_box_only_regions_stream_through_the_box_mapper(tokenizer, tmp_path):
     cfg = with_stream(cfg, "boxes", shards=[str(tmp_path / "boxes.tar")], stream_format="sca", batch_size=1, task_type="recognition")
     batch = take(build_train_loader(cfg.data, tokenizer, seed=0), 1)[0]["boxes"]
     assert sorted(batch["regions"]["captions"]) == [["a box"], ["another box"]] and batch["regions"]["masks"].shape[1:] == (0, 0)
+
+
+def test_index_shards_writes_the_shard_list_a_source_reads(sa1b, load_tool, tokenizer, tmp_path):
+    root, paths, _ = sa1b
+    assert load_tool("index_shards").main([str(root / "sa_{000000..000004}.tar"), str(tmp_path / "shards.json"), "--cache-dir", str(tmp_path)]) == 0
+    listing = json.loads((tmp_path / "shards.json").read_text())["shardlist"]
+    assert [(e["url"], e["nsamples"]) for e in listing] == [(str(p), n) for p, n in zip(paths, [6, 3, 5, 1, 7])]
+    listed = with_stream(base_config(), shards=[str(tmp_path / "shards.json")], captions=root / "captions.jsonl")
+    patterned = with_stream(base_config(), shards=[str(root / "sa_{000000..000004}.tar")], captions=root / "captions.jsonl")
+    assert_same_batches(take(build_train_loader(listed.data, tokenizer, seed=0), 2), take(build_train_loader(patterned.data, tokenizer, seed=0), 2))

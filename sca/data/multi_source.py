@@ -31,6 +31,7 @@ from sca.data.caption_tokenizer import CaptionTokenizer
 from sca.data.mappers import build_region_mapper
 from sca.data.region_batch import collate_regions
 from sca.data.source_schedule import MultiSourceSampler, SampleKey
+from sca.data.streaming import build_streaming_source
 
 __all__ = [
     "MappingFailureError",
@@ -270,8 +271,6 @@ def build_train_loader(cfg: DataConfig, tokenizer: CaptionTokenizer, seed: int) 
     names, records, mappers, streams, task_infos = [], [], [], [], {}
     for name, source in cfg.sources.items():
         if source.stream.shards:  # a streaming source: samples read from tar shards by index
-            from sca.data.streaming import build_streaming_source
-
             streaming = build_streaming_source(name, source, tokenizer, index=len(names), seed=seed)
             source_records, mapper, stream = streaming.records, streaming.mapper, streaming.stream
         else:
