@@ -69,7 +69,7 @@ class StreamConfig:
     format: str = "sca"  # "sca": tools/write_shards.py shards; "sa1b": SA-1B's own tars
     captions: str = ""  # sa1b: caption side table (.jsonl / .parquet); "{shard}" = the shard's name
     shuffle_buffer: int = 1000  # samples shuffled together (consecutive in the rank's shard sequence)
-    cache_dir: str = ""  # where "pipe:" shards are downloaded (default: ~/.cache/sca/shards)
+    cache_dir: str = ""  # shard indexes and downloaded "pipe:" shards (default: ~/.cache/sca/shards)
 
 
 @dataclass
