@@ -19,6 +19,7 @@ from sca.data.prompts import PROMPT_TYPES
 __all__ = [
     "PromptConfig",
     "MapperConfig",
+    "StreamConfig",
     "SourceConfig",
     "DataConfig",
     "GenerationConfig",
@@ -77,10 +78,23 @@ class MapperConfig:
 
 
 @dataclass
-class SourceConfig:
-    """One training source: which registered datasets, how they are mapped and batched."""
+class StreamConfig:
+    """A streaming source (:mod:`sca.data.streaming`): tar shards read by index, never a catalog."""
 
-    train_datasets: List[str] = MISSING
+    # tar paths, brace patterns ("/data/sa_{000000..000999}.tar"), "pipe:" commands, or a shard-list
+    # JSON written by tools/index_shards.py or tools/write_shards.py (sample counts known up front)
+    shards: List[str] = field(default_factory=list)
+    format: str = "sca"  # "sca": tools/write_shards.py shards; "sa1b": SA-1B's own tars
+    captions: str = ""  # sa1b: caption side table (.jsonl / .parquet); "{shard}" = the shard's name
+    shuffle_buffer: int = 1000  # samples shuffled together (consecutive in the rank's shard sequence)
+    cache_dir: str = ""  # shard indexes and downloaded "pipe:" shards (default: ~/.cache/sca/shards)
+
+
+@dataclass
+class SourceConfig:
+    """One training source: which registered datasets (or streamed shards), how they are mapped and batched."""
+
+    train_datasets: List[str] = field(default_factory=list)  # catalog source; or set stream.shards
     # registered splits whose images (by image_id) this source does not train on, e.g. the RefCOCO
     # val/test splits for a COCO source: their images are COCO train images
     exclude_images_of: List[str] = field(default_factory=list)
@@ -89,6 +103,7 @@ class SourceConfig:
     sampling_ratio: float = 1.0  # fraction of steps this source takes part in (same steps on every rank)
     loss_weight: float = 1.0
     mapper: MapperConfig = field(default_factory=MapperConfig)
+    stream: StreamConfig = field(default_factory=StreamConfig)
 
 
 @dataclass
@@ -275,6 +290,17 @@ def validate(cfg: DictConfig | SCAConfig) -> None:
         if task_type not in cfg.model.task_types:
             raise ConfigError(f"{key}: '{task_type}' is not one of model.task_types {cfg.model.task_types}")
     for name, source in cfg.data.sources.items():
+        if bool(source.train_datasets) == bool(source.stream.shards):
+            raise ConfigError(f"data.sources.{name}: set either train_datasets (catalog) or stream.shards (streaming), not both or neither")
+        if source.stream.shards:
+            if source.stream.format not in ("sca", "sa1b"):
+                raise ConfigError(f"data.sources.{name}.stream.format: '{source.stream.format}' is not sca or sa1b")
+            if source.stream.format == "sa1b" and not source.stream.captions:
+                raise ConfigError(f"data.sources.{name}.stream.captions: SA-1B has no captions; name a side table")
+            if source.stream.shuffle_buffer <= 0:
+                raise ConfigError(f"data.sources.{name}.stream.shuffle_buffer must be positive")
+            if source.exclude_images_of:
+                raise ConfigError(f"data.sources.{name}.exclude_images_of: not supported for streaming sources")
         if source.batch_size <= 0:
             raise ConfigError(f"data.sources.{name}.batch_size must be positive")
         if not 0 < source.sampling_ratio <= 1:

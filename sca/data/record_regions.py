@@ -31,7 +31,8 @@ class RecordRegion:
 
 def segmentation_mask(segmentation, height: int, width: int) -> np.ndarray:
     """(H, W) bool mask of a COCO ``segmentation``: polygons (those with fewer than 3 points are
-    ignored), uncompressed or compressed RLE."""
+    ignored), uncompressed or compressed RLE. A malformed RLE (runs that do not add up to its
+    size) raises ``ValueError``."""
     if isinstance(segmentation, list):  # polygons
         polygons = [p for p in segmentation if len(p) >= 6]
         if not polygons:
@@ -41,7 +42,10 @@ def segmentation_mask(segmentation, height: int, width: int) -> np.ndarray:
         rle = mask_util.frPyObjects(segmentation, height, width)
     else:
         rle = segmentation
-    return mask_util.decode(rle).astype(bool)
+    mask = mask_util.decode(rle)
+    if mask.max(initial=0) > 1 or mask_util.area(rle) != np.count_nonzero(mask):
+        raise ValueError(f"malformed RLE of size {rle['size']}: its runs do not cover the mask")
+    return mask.astype(bool)
 
 
 def record_regions(record: dict, metadata) -> list[RecordRegion]:

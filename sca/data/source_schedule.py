@@ -115,6 +115,13 @@ class SourceStream:
         sample_seed = np.random.SeedSequence([self.seed, _SAMPLE, self.source, position]).generate_state(1)[0]
         return SampleKey(self.source, self.record(position), int(sample_seed))
 
+    def batch(self, count: int, rank: int, world_size: int, size: int) -> list[SampleKey]:
+        """The keys of rank ``rank``'s batch in the ``count``-th step of this source: positions
+        ``[count * W * B, (count + 1) * W * B)`` of the stream, rank ``r`` taking the ``r``-th run of ``B``.
+        (Streaming sources plug in a stream with the same method: see :mod:`sca.data.streaming`.)"""
+        first = (count * world_size + rank) * size
+        return [self.key(p) for p in range(first, first + size)]
+
 
 class MultiSourceSampler(Sampler):
     """Batch sampler of this rank's per-source batches, step after step from ``start_iter`` on:
@@ -133,6 +140,8 @@ class MultiSourceSampler(Sampler):
         seed: shared by all ranks.
         rank, world_size: this process and the number of processes.
         start_iter: the first step to produce.
+        streams: per source, the object whose ``batch(count, rank, world_size, size)`` gives the
+            keys (``None`` or absent: a :class:`SourceStream` over ``num_records``).
     """
 
     def __init__(
@@ -145,13 +154,15 @@ class MultiSourceSampler(Sampler):
         rank: int = 0,
         world_size: int = 1,
         start_iter: int = 0,
+        streams: Sequence | None = None,
     ):
         if not len(num_records) == len(batch_sizes) == len(ratios):
             raise ValueError("num_records, batch_sizes and ratios must have one entry per source")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in [0, {world_size})")
         self.schedule = SourceSchedule(ratios, seed)
-        self.streams = [SourceStream(n, s, seed) for s, n in enumerate(num_records)]
+        streams = streams or [None] * len(num_records)
+        self.streams = [stream or SourceStream(n, s, seed) for s, (n, stream) in enumerate(zip(num_records, streams))]
         self.batch_sizes = list(batch_sizes)
         self.rank = rank
         self.world_size = world_size
@@ -163,9 +174,7 @@ class MultiSourceSampler(Sampler):
         for step in itertools.count(self.start_iter):
             batches = []
             for source in self.schedule.sources_at(step):
-                size = self.batch_sizes[source]
-                first = (counts[source] * self.world_size + self.rank) * size
-                batches.append([self.streams[source].key(p) for p in range(first, first + size)])
+                batches.append(self.streams[source].batch(counts[source], self.rank, self.world_size, self.batch_sizes[source]))
                 counts[source] += 1
             yield batches
 

@@ -29,14 +29,15 @@ class ReferringRegionMapper(RegionMapper):
     smaller than ``min_region_area`` are dropped; at most ``max_regions`` are sampled in training.
 
     Bad input: a missing or unreadable image is skipped (``None``) and counted; an annotation whose
-    segmentation covers no pixel is dropped and counted (``empty_masks``).
+    segmentation covers no pixel is dropped and counted (``empty_masks``), and so is one whose
+    segmentation is malformed or not of the image's size (``invalid_masks``).
 
     In training, returns ``None`` (the loader then draws another image) when no region survives;
     in evaluation, a sample with zero regions, each region also carrying its full-resolution
     ground-truth mask in the original image frame (``mask_rles``, COCO RLE).
     """
 
-    SKIP_KINDS = (SKIPPED_IMAGES, "empty_masks")
+    SKIP_KINDS = (SKIPPED_IMAGES, "empty_masks", "invalid_masks")
 
     def __call__(self, dataset_dict: dict) -> dict | None:
         rng = np.random.default_rng(np.random.randint(2**31))
@@ -79,11 +80,15 @@ class ReferringRegionMapper(RegionMapper):
         for annotation in dataset_dict["annotations"]:
             if annotation.get("iscrowd", 0):
                 continue
-            mask = segmentation_mask(annotation["segmentation"], height, width)
-            if mask.shape != (height, width):
-                raise ValueError(f"segmentation of ref {annotation['ref_id']} is {mask.shape}, the image {(height, width)}")
+            key = (dataset_dict["file_name"], annotation["ref_id"])
+            try:
+                mask = segmentation_mask(annotation["segmentation"], height, width)
+                if mask.shape != (height, width):
+                    raise ValueError(f"it is {mask.shape}, the image {(height, width)}")
+            except (ValueError, TypeError) as error:
+                self.skips.record("invalid_masks", key, f"{self.source}: ref {annotation['ref_id']} of {key[0]}: bad segmentation ({error})")
+                continue
             if not mask.any():
-                key = (dataset_dict["file_name"], annotation["ref_id"])
                 self.skips.record("empty_masks", key, f"{self.source}: ref {annotation['ref_id']} of {key[0]} has an empty mask")
                 continue
             annotations.append(annotation)
