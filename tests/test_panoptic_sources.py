@@ -302,9 +302,10 @@ def make_mapper(source, tokenizer, is_train, **options):
 
 
 def sam_resized(ids: np.ndarray, size: int) -> np.ndarray:
-    """Independent reference for the eval transform: longest side to ``size`` (nearest), pad."""
+    """Independent reference for the eval transform: longest side to ``size`` (SAM rounds the other
+    side half up), nearest, pad."""
     scale = size / max(ids.shape)
-    new_h, new_w = (int(np.round(v * scale)) for v in ids.shape)
+    new_h, new_w = (int(v * scale + 0.5) for v in ids.shape)
     resized = np.asarray(Image.fromarray(ids.astype(np.int32)).resize((new_w, new_h), Image.NEAREST))
     padded = np.zeros((size, size), np.int32)
     padded[:new_h, :new_w] = resized

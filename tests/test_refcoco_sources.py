@@ -57,9 +57,10 @@ def mapper(name, tokenizer, is_train, **options):
 
 
 def sam_resized(mask: np.ndarray, size: int) -> np.ndarray:
-    """Independent reference for the eval transform: longest side to ``size`` (nearest), pad."""
+    """Independent reference for the eval transform: longest side to ``size`` (SAM rounds the other
+    side half up), nearest, pad."""
     scale = size / max(mask.shape)
-    new_h, new_w = (int(np.round(v * scale)) for v in mask.shape)
+    new_h, new_w = (int(v * scale + 0.5) for v in mask.shape)
     resized = np.asarray(Image.fromarray(mask.astype(np.uint8)).resize((new_w, new_h), Image.NEAREST)) > 0
     padded = np.zeros((size, size), bool)
     padded[:new_h, :new_w] = resized
