@@ -13,7 +13,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from PIL import Image
 
 from sca.app import split_overrides
-from sca.app.browser_testing import chromium_path, open_page, screen_point, serve_demo_app
+from sca.app.browser_testing import chromium_path, open_page, point_on_segment, screen_point, serve_demo_app
 from sca.app.session import DemoSession, UploadError, load_predictor, read_upload
 from sca.config_loading import load_config
 from sca.evaluation.caption_evaluator import load_predictions
@@ -43,10 +43,9 @@ def predictor(checkpoint):
 
 @pytest.fixture(scope="module")
 def demo_image(demo_records):
-    """A demo validation image and the centre of its first shape (image pixels)."""
+    """A demo validation image and a point on its first shape (image pixels)."""
     record = demo_records["sca_demo_val"][0]
-    x, y, w, h = record["segments_info"][0]["bbox"]
-    return record["file_name"], (x + w / 2, y + h / 2)
+    return record["file_name"], point_on_segment(record, 0)
 
 
 def test_command_line_splits_hydra_overrides_from_app_options():
@@ -142,7 +141,7 @@ def test_page_in_a_real_browser(checkpoint, predictor, demo_image, tmp_path):
     image = np.asarray(Image.open(path).convert("RGB"))
     with serve_demo_app([f"model.weights={checkpoint}", "app.examples=2", "app.max_side=1024"], tmp_path / "app.log") as server:
         with open_page(server.url) as (page, requests):
-            # Upload, then click the centre of a shape: one region, captioned by the model.
+            # Upload, then click on a shape: one region, captioned by the model.
             page.set_input_files("#sca-image input[type=file]", path)
             _wait_status(page, "encoded once")
             page.mouse.click(*screen_point(page, x, y))

@@ -18,7 +18,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-__all__ = ["CHROMIUM_ARGS", "DemoServer", "RequestLog", "chromium_path", "free_port", "open_page", "screen_point", "serve_demo_app"]
+import numpy as np
+from PIL import Image
+
+__all__ = [
+    "CHROMIUM_ARGS",
+    "DemoServer",
+    "RequestLog",
+    "chromium_path",
+    "free_port",
+    "open_page",
+    "point_on_segment",
+    "screen_point",
+    "serve_demo_app",
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM_ARGS = [
@@ -134,3 +147,14 @@ def screen_point(page, x: float, y: float) -> tuple[float, float]:
     left = box["x"] + (box["width"] - natural_width * scale) / 2
     top = box["y"] + (box["height"] - natural_height * scale) / 2
     return left + x * scale, top + y * scale
+
+
+def point_on_segment(record: dict, index: int = 0) -> tuple[float, float]:
+    """A pixel centre inside segment ``index`` of a panoptic record (e.g. a demo image's shape):
+    the segment's pixel nearest its centroid (a ring's centroid lies in its hole)."""
+    from panopticapi.utils import rgb2id
+
+    ids = rgb2id(np.asarray(Image.open(record["pan_seg_file_name"]).convert("RGB")))
+    ys, xs = np.nonzero(ids == record["segments_info"][index]["id"])
+    nearest = np.argmin((xs - xs.mean()) ** 2 + (ys - ys.mean()) ** 2)
+    return float(xs[nearest]) + 0.5, float(ys[nearest]) + 0.5
