@@ -5,12 +5,15 @@
     for region in predictor("image.jpg", boxes=[[10, 20, 80, 90]], points=[[40, 50]]):
         print(region.caption, region.iou_score, region.mask.shape)
     everything = predictor("image.jpg")  # no prompts: "anything" mode
+    encoded = predictor.encode("image.jpg")  # encode once, then prompt it many times (interactive use)
+    regions = predictor.predict(encoded, points=[[[40, 50], [60, 55]]], point_labels=[[1, 0]])
 
 Without prompts, the "anything" mode prompts SAM with a regular grid of points, keeps the confident
 and stable masks, removes duplicates with non-maximum suppression on their boxes and captions the
 rest (only when neither ``boxes`` nor ``points`` is given: empty prompt lists are an error).
 Prompts are given in image pixels (boxes XYXY, points XY); parts outside the image are clipped
-with a warning; a prompt that is not finite (NaN, inf) is an error.
+with a warning; a prompt that is not finite (NaN, inf) is an error. A point region is one point,
+or several positive / negative points.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from sca.evaluation.caption_evaluator import encode_mask
 from sca.modeling.build import build_model, is_pretrained_dir, load_checkpoint
 from sca.modeling.postprocessing import masks_to_image_frame, prompts_to_image_frame, region_box
 
-__all__ = ["AnythingConfig", "RegionPrediction", "RegionCaptionPredictor", "read_rgb_image", "select_masks"]
+__all__ = ["AnythingConfig", "EncodedImage", "RegionPrediction", "RegionCaptionPredictor", "read_rgb_image", "select_masks"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +55,17 @@ class AnythingConfig:
     stability_offset: float = 1.0  # in mask-logit units
     nms_iou: float = 0.7  # box IoU above which the lower-scored mask is a duplicate
     max_regions: int = 64  # at most this many regions, best IoU scores first
+
+
+@dataclass
+class EncodedImage:
+    """An image in the model's frame with its SAM embeddings (:meth:`RegionCaptionPredictor.encode`)."""
+
+    image: np.ndarray  # (H, W, 3) uint8 RGB, the original frame
+    transforms: T.TransformList  # original frame -> model frame
+    pixels: torch.Tensor  # (1, 3, S, S) normalized model input
+    embeddings: torch.Tensor  # (1, C, h, w) SAM image embeddings
+    valid_box: torch.Tensor  # (4,) XYXY of the image content in the model frame
 
 
 @dataclass
@@ -129,11 +143,22 @@ def select_masks(logits: torch.Tensor, scores: torch.Tensor, settings: AnythingC
     return index[kept[: settings.max_regions]]
 
 
+def _point_regions(points, point_labels) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 2) points (one positive point per region) or (N, P, 2) with (N, P) labels -> both 3-D / 2-D."""
+    points = np.asarray([] if points is None else points, dtype=np.float32)
+    points = points.reshape(-1, 1, 2) if points.ndim <= 2 else points
+    if point_labels is None:
+        return points, np.ones(points.shape[:2], dtype=np.int64)
+    labels = np.asarray(point_labels, dtype=np.int64)
+    if labels.shape != points.shape[:2] or not np.isin(labels, (0, 1)).all():
+        raise ValueError(f"point_labels must be 0 (negative) or 1 (positive), one per point {points.shape[:2]}, got {labels.tolist()}")
+    return points, labels
+
+
 def _clip_prompts(boxes, points, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """Validate prompts and clip them to the image, warning about each clipped one."""
     boxes = np.asarray([] if boxes is None else boxes, dtype=np.float32).reshape(-1, 4)
-    points = np.asarray([] if points is None else points, dtype=np.float32).reshape(-1, 2)
-    for kind, prompts in (("boxes", boxes), ("points", points)):
+    for kind, prompts in (("boxes", boxes), ("points", points.reshape(-1, 2))):
         bad = ~np.isfinite(prompts).all(axis=1)
         if bad.any():
             raise ValueError(f"{kind} must be finite numbers, got {prompts[bad].tolist()}")
@@ -142,7 +167,7 @@ def _clip_prompts(boxes, points, height: int, width: int) -> tuple[np.ndarray, n
     limits = np.array([width, height, width, height], dtype=np.float32)
     clipped_boxes = np.clip(boxes, 0, limits)
     clipped_points = np.clip(points, 0, limits[:2])
-    for kind, given, clipped in (("box", boxes, clipped_boxes), ("point", points, clipped_points)):
+    for kind, given, clipped in (("box", boxes, clipped_boxes), ("point", points.reshape(-1, 2), clipped_points.reshape(-1, 2))):
         for before, after in zip(given, clipped):
             if not np.array_equal(before, after):
                 logger.warning(
@@ -221,16 +246,45 @@ class RegionCaptionPredictor:
     def captioner(self):
         return self.model.captioner
 
+    def __call__(self, image, **prompts) -> list[RegionPrediction]:
+        """Caption the prompted regions of ``image`` (a path, PIL image or (H, W, 3) uint8 RGB array),
+        or everything when no prompt is given: :meth:`encode`, then :meth:`predict` with ``prompts``."""
+        return self.predict(self.encode(image), **prompts)
+
     @torch.no_grad()
-    def __call__(self, image, boxes=None, points=None, task_type: str | None = None, anything: AnythingConfig | None = None):
-        """Caption the prompted regions, or everything when no prompt is given.
+    def encode(self, image) -> EncodedImage:
+        """Read ``image`` (as in :meth:`__call__`), bring it to the model frame and run SAM's image encoder."""
+        image = read_rgb_image(image)
+        height, width = image.shape[:2]
+        aug_input = T.AugInput(image)
+        transforms = self.augmentations(aug_input)
+        pixels = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))[None].to(self.device)
+        valid_box = torch.as_tensor(transforms.apply_box(np.array([[0, 0, width, height]], dtype=np.float32))[0])
+        pixels = self.captioner.normalize(pixels, valid_box[None].to(self.device))
+        embeddings = self.captioner.region_decoder.encode_images(pixels)
+        return EncodedImage(image, transforms, pixels, embeddings, valid_box)
+
+    @torch.no_grad()
+    def predict(
+        self,
+        encoded: EncodedImage,
+        boxes=None,
+        points=None,
+        point_labels=None,
+        task_type: str | None = None,
+        anything: AnythingConfig | None = None,
+    ) -> list[RegionPrediction]:
+        """Caption the prompted regions of an encoded image (its embeddings are reused), or
+        everything when no prompt is given.
 
         Args:
-            image: a path, PIL image or (H, W, 3) uint8 RGB array.
+            encoded: from :meth:`encode`.
             boxes: (N, 4) XYXY boxes in image pixels; one region each.
-            points: (P, 2) XY points in image pixels; one region each (a positive point).
+            points: (P, 2) XY points in image pixels, one region each (a positive point); or
+                (N, P, 2), one region of P points each, labelled by ``point_labels``.
                 With neither ``boxes`` nor ``points`` (both ``None``), the "anything" mode;
                 given but both empty is an error.
+            point_labels: (N, P) 1 (positive) or 0 (negative) for (N, P, 2) points; default all 1.
             task_type: one of the model's task types; default: the config's test task type.
             anything: settings of the "anything" mode.
 
@@ -242,40 +296,43 @@ class RegionCaptionPredictor:
             ValueError: for an unreadable image, an unknown task type, prompts given but empty,
                 a box or point that is not finite, or a box with no area inside the image.
         """
-        image = read_rgb_image(image)
-        height, width = image.shape[:2]
+        height, width = encoded.image.shape[:2]
         task_type = task_type or self.cfg.data.test_task_type
         if task_type not in self.captioner.head_config.task_types:
             raise ValueError(f"task_type '{task_type}' is not one of {self.captioner.head_config.task_types}")
         anything_mode = boxes is None and points is None
+        points, point_labels = _point_regions(points, point_labels)
         boxes, points = _clip_prompts(boxes, points, height, width)
         if not anything_mode and len(boxes) == 0 and len(points) == 0:
             raise ValueError("no prompt given (empty boxes / points); pass boxes=None and points=None for the anything mode")
-        aug_input = T.AugInput(image)
-        transforms = self.augmentations(aug_input)
-        pixels = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))[None].to(self.device)
-        valid_box = torch.as_tensor(transforms.apply_box(np.array([[0, 0, width, height]], dtype=np.float32))[0])
-        pixels = self.captioner.normalize(pixels, valid_box[None].to(self.device))
-        embeddings = self.captioner.region_decoder.encode_images(pixels)
+        transforms, valid_box = encoded.transforms, encoded.valid_box
         if anything_mode:
-            model_points = self._anything_points(embeddings, transforms, valid_box, height, width, anything or AnythingConfig())
+            settings = anything or AnythingConfig()
+            model_points = self._anything_points(encoded.embeddings, transforms, valid_box, height, width, settings)
             regions = self._regions(np.zeros((0, 4), np.float32), model_points)
         else:
-            regions = self._regions(transforms.apply_box(boxes), transforms.apply_coords(points.copy()))
-        return self._caption(pixels, embeddings, regions, task_type, valid_box, height, width)
+            model_points = transforms.apply_coords(points.reshape(-1, 2).copy()).reshape(points.shape)
+            regions = self._regions(transforms.apply_box(boxes), model_points, point_labels)
+        return self._caption(encoded.pixels, encoded.embeddings, regions, task_type, valid_box, height, width)
 
-    def _regions(self, boxes: np.ndarray, points: np.ndarray) -> dict:
-        """Region prompt tensors (model frame) in the layout of ``collate_regions``."""
-        num_boxes, num_points = len(boxes), len(points)
+    def _regions(self, boxes: np.ndarray, points: np.ndarray, point_labels: np.ndarray | None = None) -> dict:
+        """Region prompt tensors (model frame) in the layout of ``collate_regions``; ``points`` is
+        (N, 2), one positive point per region, or (N, P, 2) with ``point_labels`` (N, P)."""
+        points = points[:, None] if points.ndim == 2 else points
+        if point_labels is None:
+            point_labels = np.ones(points.shape[:2], dtype=np.int64)
+        num_boxes, num_points, per_region = len(boxes), len(points), points.shape[1]
         count, mask_size = num_boxes + num_points, self.captioner.region_decoder.mask_input_size
         all_boxes = np.concatenate([boxes, np.zeros((num_points, 4), np.float32)]).astype(np.float32)
-        all_points = np.concatenate([(boxes[:, :2] + boxes[:, 2:]) / 2, points]).astype(np.float32)
+        centres = np.repeat(((boxes[:, :2] + boxes[:, 2:]) / 2)[:, None], per_region, axis=1)
+        all_points = np.concatenate([centres, points]).astype(np.float32)
+        all_labels = np.concatenate([np.ones((num_boxes, per_region), np.int64), point_labels])
         regions = {
             "image_index": torch.zeros(count, dtype=torch.int64),
             "prompt_types": torch.tensor([PROMPT_TYPE_IDS["box"]] * num_boxes + [PROMPT_TYPE_IDS["point"]] * num_points),
             "boxes": torch.as_tensor(all_boxes).reshape(-1, 4),
-            "points": torch.as_tensor(all_points).reshape(-1, 1, 2),
-            "point_labels": torch.ones((count, 1), dtype=torch.int64),
+            "points": torch.as_tensor(all_points).reshape(-1, per_region, 2),
+            "point_labels": torch.as_tensor(all_labels).reshape(-1, per_region),
             "masks": torch.zeros((count, mask_size, mask_size), dtype=torch.bool),
         }
         return {key: value.to(self.device) for key, value in regions.items()}

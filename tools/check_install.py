@@ -29,6 +29,8 @@ DEPENDENCIES = [
     ("webdataset", "webdataset"),
     ("pyarrow", "pyarrow"),
     ("pytest", "pytest"),
+    ("gradio", "gradio"),
+    ("playwright", "playwright"),
 ]
 DETECTRON2_MODULES = ["data", "structures", "evaluation", "engine", "checkpoint", "utils.visualizer"]
 

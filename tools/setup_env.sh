@@ -53,13 +53,22 @@ install_detectron2() {
     "${PIP[@]}" install --no-build-isolation "$src"
 }
 
+# The demo page's browser test drives Debian's Chromium through Playwright (no browser download).
+if [ ! -x "${SCA_CHROMIUM:-/usr/bin/chromium}" ]; then
+    log "installing Chromium (Debian package) for the demo page's browser test"
+    SUDO=""
+    [ "$(id -u)" = 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium
+fi
+
 if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ]; then
     log "dependencies up to date (stamp matches); verifying"
 else
     "${PIP[@]}" install --upgrade "pip>=24" "setuptools>=68" wheel
     # torch first and pinned: the CUDA build of this pair runs on CPU and GPU alike (see README).
     "${PIP[@]}" install "torch==2.14.1" "torchvision==0.29.1"
-    "${PIP[@]}" install -e "$ROOT[test]"
+    "${PIP[@]}" install -e "$ROOT[test,app]"
     # panopticapi-lite pins numpy<2 although its code runs on numpy 2.
     "${PIP[@]}" install --no-deps "panopticapi-lite==0.2.0"
     install_detectron2
