@@ -78,3 +78,30 @@ def test_region_box_falls_back_to_the_prompt_for_empty_masks():
     assert region_box(mask, {"type": "point", "points": [[5, 6]], "labels": [1]}) == [5.0, 6.0, 5.0, 6.0]
     mask[4:6, 10:13] = True
     assert region_box(mask, {"type": "box", "box": [2, 3, 8, 9]}) == [10.0, 4.0, 13.0, 6.0]
+
+
+def test_iou_head_only_scores_equal_sams_and_train_the_iou_head_alone():
+    from sca.config_loading import load_config
+    from sca.modeling.build import build_captioner
+
+    torch.manual_seed(0)
+    captioner = build_captioner(load_config([]).model).train()
+    n = 4
+    xy = torch.rand(n, 2) * 30
+    regions = {
+        "image_index": torch.tensor([0, 0, 1, 1]),
+        "prompt_types": torch.tensor([0, 1, 0, 1]),  # box, point
+        "boxes": torch.cat([xy, xy + 20], dim=1),
+        "points": (xy + 10)[:, None],
+        "point_labels": torch.ones(n, 1, dtype=torch.int64),
+        "masks": torch.zeros(n, 64, 64, dtype=torch.bool),
+    }
+    embeddings = captioner.region_decoder.encode_images(torch.randn(2, 3, 64, 64))
+    masks, scores, _ = captioner.encode_regions(embeddings, regions)
+    _, detached, _ = captioner.encode_regions(embeddings, regions, iou_head_only=True)
+    assert torch.allclose(detached, scores, atol=1e-6)
+    detached.sum().backward()
+    head = captioner.sam.mask_decoder.iou_prediction_head
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in head.parameters())
+    others = [p for n_, p in captioner.sam.named_parameters() if "iou_prediction_head" not in n_]
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in others)

@@ -56,7 +56,7 @@ def train(seed: int, output_dir: Path, overrides: list[str], threads: int) -> fl
     return minutes
 
 
-def score(seed: int, output_dir: Path, wall_min: float) -> dict:
+def score(seed: int, output_dir: Path, wall_min: float, anything_images: int = 0) -> dict:
     """The table row of one finished run."""
     from sca.evaluation.anything_mode import evaluate_anything_mode
     from sca.predictor import RegionCaptionPredictor
@@ -65,7 +65,7 @@ def score(seed: int, output_dir: Path, wall_min: float) -> dict:
     refs_path = output_dir / "eval" / REFS_VAL / "metrics.json"
     refs = json.loads(refs_path.read_text()) if refs_path.is_file() else {}
     predictor = RegionCaptionPredictor.from_output_dir(str(output_dir), device="cpu")
-    anything = evaluate_anything_mode(predictor, VAL)
+    anything = evaluate_anything_mode(predictor, VAL, max_images=anything_images)
     row = {
         "seed": seed,
         "exact_match": val.get("exact_match", float("nan")),
@@ -98,13 +98,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--output-root", default="output/demo_seed_sweep")
     parser.add_argument("--jobs", type=int, default=1, help="training runs at a time")
     parser.add_argument("--threads", type=int, default=0, help="OMP_NUM_THREADS per run (0: leave unset)")
+    parser.add_argument("--anything-images", type=int, default=0, help="val images for the anything mode (0: all)")
     parser.add_argument("overrides", nargs="*", help="extra train_net.py overrides (after --)")
     args = parser.parse_args(argv)
     root = Path(args.output_root).resolve()
     runs = {seed: root / f"seed_{seed}" for seed in args.seeds}
     with ThreadPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
         walls = dict(zip(runs, pool.map(lambda s: train(s, runs[s], args.overrides, args.threads), runs)))
-    rows = [score(seed, runs[seed], walls[seed]) for seed in args.seeds]
+    rows = [score(seed, runs[seed], walls[seed], args.anything_images) for seed in args.seeds]
     report = table(rows)
     print(report)
     (root / "sweep.md").write_text(report + "\n")

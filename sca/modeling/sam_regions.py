@@ -59,6 +59,12 @@ class SamRegionDecoder(nn.Module):
         with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
             return self.sam.vision_encoder(pixel_values).last_hidden_state
 
+    def predict_iou(self, iou_tokens: torch.Tensor) -> torch.Tensor:
+        """SAM's IoU head on (R, C) IoU-token outputs of its two-way transformer -> (R, M), sliced
+        as its mask decoder slices them (candidates 1-3 with multimask output, else 0)."""
+        scores = self.sam.mask_decoder.iou_prediction_head(iou_tokens)
+        return scores[:, 1:] if self.multimask_output else scores[:, :1]
+
     def image_positions(self, num_regions: int) -> torch.Tensor:
         return self.sam.get_image_wide_positional_embeddings().expand(num_regions, -1, -1, -1)
 
