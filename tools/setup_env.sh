@@ -68,7 +68,13 @@ else
     "${PIP[@]}" install --upgrade "pip>=24" "setuptools>=68" wheel
     # torch first and pinned: the CUDA build of this pair runs on CPU and GPU alike (see README).
     "${PIP[@]}" install "torch==2.14.1" "torchvision==0.29.1"
-    "${PIP[@]}" install -e "$ROOT[test,app]"
+    "${PIP[@]}" install -e "$ROOT[test]"
+    # The demo page (tools/demo_app.py): resolved together with the project, gradio's pins (Pillow < 13,
+    # fastapi/starlette) make pip backtrack fiftyone to 1.13, whose graphql pins break its import. So
+    # gradio goes in without re-resolving the installed packages, then the dependencies it adds.
+    "${PIP[@]}" install --no-deps "gradio==6.31.0" "gradio-client==2.7.2" "hf-gradio==0.4.1"
+    "${PIP[@]}" install "fastapi>=0.115,<1" "groovy~=0.1" "orjson~=3.0" "python-multipart>=0.0.18" \
+        "safehttpx>=0.1.7,<0.2" "semantic-version~=2.0" "tomlkit>=0.12,<1" pydub "uvicorn>=0.14"
     # panopticapi-lite pins numpy<2 although its code runs on numpy 2.
     "${PIP[@]}" install --no-deps "panopticapi-lite==0.2.0"
     install_detectron2
