@@ -16,21 +16,33 @@ from sca.engine.launch import run
 README = Path(__file__).resolve().parent.parent / "README.md"
 DEFAULT_OUTPUT = "output/demo_mix-tiny"
 # what this machine lacks for a command: pretrained weights and real datasets, GPUs, several processes
-NOT_HERE = re.compile(r"model=sam_|DETECTRON2_DATASETS=|dist\.|torchrun")
+NOT_HERE = re.compile(r"model=sam_|DETECTRON2_DATASETS=|data=vg_|dist\.|torchrun")
 
 
 def readme_commands() -> list[str]:
-    """The README's ``python train_net.py ...`` lines, in order, without their comments."""
-    commands = []
+    """The README's ``python train_net.py ...`` commands, in order, without their comments: the lines
+    of its code blocks (shell variables assigned earlier in the block expanded) and inline code."""
+    commands, variables, in_block = [], {}, False
     for line in README.read_text().splitlines():
-        if "python train_net.py" in line:
-            commands.append(line.split("  #")[0].strip())
+        if line.startswith("```"):
+            in_block, variables = not in_block, {}
+            continue
+        if in_block:
+            for name, value in re.findall(r'(?:^|;\s*)([A-Z]\w*)=("[^"]*"|[^\s;]+)', line):
+                variables[name] = re.sub(r"\$(\w+)", lambda m: variables.get(m.group(1), m.group(0)), value.strip('"'))
+            if "python train_net.py" in line:
+                command = line.split("  #")[0].strip()
+                commands.append(re.sub(r"\$(\w+)", lambda m: variables.get(m.group(1), m.group(0)), command))
+        else:
+            commands += re.findall(r"`(python train_net\.py[^`]*)`", line)
     return commands
 
 
 def overrides_of(command: str) -> list[str]:
+    """The Hydra overrides of a command; placeholders (``data=...``, ``<run>/...``) left out."""
     words = shlex.split(command)
-    return [w for w in words[words.index(next(w for w in words if w.endswith("train_net.py"))) + 1 :] if w != "data=..."]
+    words = words[words.index(next(w for w in words if w.endswith("train_net.py"))) + 1 :]
+    return [w for w in words if not w.endswith("=...") and "<" not in w]
 
 
 def test_the_readme_has_the_commands_this_test_runs():
