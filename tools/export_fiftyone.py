@@ -15,6 +15,7 @@ keep FiftyOne from sending usage statistics, ``FIFTYONE_DATABASE_DIR`` to choose
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 
@@ -108,10 +109,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.launch:
         session = fo.launch_app(dataset, address=args.address, port=args.port, remote=True)
         print(f"FiftyOne App: http://{args.address}:{args.port} (Ctrl-C to stop)", flush=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             session.wait(-1)  # serve until interrupted, however many browser tabs open and close
-        except KeyboardInterrupt:
-            pass
 
 
 if __name__ == "__main__":
