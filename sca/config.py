@@ -23,6 +23,7 @@ __all__ = [
     "SourceConfig",
     "DataConfig",
     "GenerationConfig",
+    "EmbeddingCacheConfig",
     "ModelConfig",
     "SolverConfig",
     "DenseCapEvalConfig",
@@ -130,6 +131,17 @@ class GenerationConfig:
 
 
 @dataclass
+class EmbeddingCacheConfig:
+    """SAM image embeddings reused for an image seen again (same pixels, same encoder weights):
+    evaluation protocols and prompt sets over one split, the predictor and the demo page, and
+    training sources without augmentation while SAM's image encoder is frozen."""
+
+    max_images: int = 64  # embeddings held in memory (least recently used dropped); 0 disables the cache
+    dir: str = ""  # also keep them on disk here (keyed by image content and encoder weights)
+    in_training: bool = True  # for unaugmented sources while SAM's image encoder is frozen
+
+
+@dataclass
 class ModelConfig:
     """The captioner: SAM + caption mixer + task tokens + projector + causal LM.
 
@@ -159,6 +171,9 @@ class ModelConfig:
     max_caption_tokens: int = 20  # caption tokens kept (EOS included)
     weights: str = ""  # a checkpoint (.pth) or save_pretrained directory to start from
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    amp_on_cuda: bool = False  # bf16 autocast on CUDA unless solver.amp says otherwise (the real-size presets)
+    mixer_checkpointing: bool = False  # recompute the caption mixer's activations in backward (less memory)
+    embedding_cache: EmbeddingCacheConfig = field(default_factory=EmbeddingCacheConfig)
 
 
 @dataclass
@@ -176,7 +191,7 @@ class SolverConfig:
     clip_grad_norm: float = 1.0  # <= 0 disables clipping
     checkpoint_period: int = 5000
     max_to_keep: int = 3
-    amp: bool = False
+    amp: Optional[bool] = None  # mixed precision; None: on CUDA when model.amp_on_cuda, else off
     amp_dtype: str = "bfloat16"  # or "float16" (with a grad scaler)
 
 

@@ -140,6 +140,7 @@ def _gather_worker(rank, init_file, output_dir):
     results = evaluator.evaluate()
     with open(f"{output_dir}/rank{rank}.json", "w") as f:
         json.dump(results, f)
+    dist.barrier()  # rank 1 returns from the gather first; tearing gloo down under rank 0's receive aborts it
     dist.destroy_process_group()
 
 

@@ -63,12 +63,14 @@ def run(cfg: SCAConfig):
     """Train (then evaluate) or, with ``eval_only``, evaluate ``model.weights``. Runs in every process."""
     # Imported here so that worker processes spawned by ``launch`` import detectron2 after sca.
     from sca.data import datasets  # noqa: F401  (registers the sources)
-    from sca.engine.trainer import Trainer, evaluate, resolve_device
+    from sca.engine.trainer import Trainer, autocast_dtype, evaluate, resolve_device
     from sca.modeling.build import build_model, load_checkpoint
 
     setup(cfg)
     if cfg.eval_only:
-        model = build_model(cfg).to(resolve_device(cfg.device))
+        device = resolve_device(cfg.device)
+        model = build_model(cfg).to(device)
+        model.autocast_dtype = autocast_dtype(cfg, device)
         if not cfg.model.weights:
             logger.warning("eval_only without model.weights: evaluating randomly initialised weights")
         load_checkpoint(model, cfg.model.weights)

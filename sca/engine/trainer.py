@@ -39,7 +39,7 @@ from sca.evaluation.dense_captioning_evaluator import evaluate_dense_captioning
 from sca.modeling.build import build_model, build_tokenizer, is_pretrained_dir
 from sca.modeling.meta_arch import RegionCaptioner
 
-__all__ = ["Trainer", "evaluate", "resolve_device"]
+__all__ = ["Trainer", "autocast_dtype", "evaluate", "resolve_device"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +52,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _autocast_dtype(cfg: SCAConfig) -> torch.dtype | None:
-    return getattr(torch, cfg.solver.amp_dtype) if cfg.solver.amp else None
+def autocast_dtype(cfg: SCAConfig, device: torch.device) -> torch.dtype | None:
+    """The mixed-precision dtype, or ``None`` for fp32: ``solver.amp`` when set, else bf16 on CUDA
+    for presets with ``model.amp_on_cuda`` (the real-size ones). Losses are computed in fp32."""
+    amp = cfg.solver.amp if cfg.solver.amp is not None else (device.type == "cuda" and cfg.model.amp_on_cuda)
+    return getattr(torch, cfg.solver.amp_dtype) if amp else None
 
 
 def evaluate(cfg: SCAConfig, model: RegionCaptioner) -> OrderedDict:
@@ -111,14 +114,14 @@ class Trainer(TrainerBase):
         # the data first: a dataset whose files are missing stops the run before the model is built
         data_loader = build_train_loader(with_image_exclusions(cfg.data), build_tokenizer(cfg.model), seed=cfg.seed)
         model = build_model(cfg).to(device)
-        model.autocast_dtype = _autocast_dtype(cfg)
+        model.autocast_dtype = autocast_dtype(cfg, device)
         optimizer = build_optimizer(cfg.solver, model)
         # Ranks train on the same sources at every step (lockstep), but which trainable parts a step
         # uses still varies: prompt types are sampled per region (point / mask encoders), and SAM's
         # IoU head gets no loss when SAM trains; DDP must therefore look for unused parameters.
         device_ids = [comm.get_local_rank()] if device.type == "cuda" else None
         ddp_model = create_ddp_model(model, broadcast_buffers=False, device_ids=device_ids, find_unused_parameters=True)
-        if cfg.solver.amp and cfg.solver.amp_dtype == "float16":
+        if model.autocast_dtype == torch.float16:
             model.autocast_dtype = None  # AMPTrainer runs its own float16 autocast with a grad scaler
             self._trainer = _AMPTrainer(ddp_model, SkipCountLogger(data_loader), optimizer)
         else:

@@ -42,6 +42,7 @@ def build_captioner(cfg: ModelConfig) -> SCACaptioner:
             language_model = AutoModelForCausalLM.from_config(AutoConfig.for_model(lm_config.pop("model_type", "gpt2"), **lm_config))
         captioner = SCACaptioner(sam, language_model, CaptionHeadConfig.from_model_config(cfg))
     captioner.set_trainable(sam=cfg.train_sam, caption_head=cfg.train_mixer, language_model=cfg.train_language_model)
+    captioner.mixer.checkpointing = cfg.mixer_checkpointing
     return captioner
 
 
