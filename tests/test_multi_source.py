@@ -130,3 +130,33 @@ def test_the_model_weights_and_names_each_source_loss():
     for kind in ("caption", "mask", "iou"):
         assert torch.allclose(weighted[f"loss_{kind}/demo_refs"], 0.25 * plain[f"loss_{kind}/demo_refs"])
     assert torch.equal(weighted["loss_caption/demo"], plain["loss_caption/demo"])
+
+
+def test_one_forward_pass_for_all_sources_equals_a_pass_per_source():
+    """The model joins the sources of a step into one batch; each source's losses and gradients are
+    those of its own pass (caption tokens of different lengths re-padded)."""
+    from sca.modeling.build import build_model
+
+    cfg = load_config(["data=demo_mix", "data.num_workers=0", "data.sources.demo_refs.sampling_ratio=1.0"])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    step = next(iter(build_train_loader(cfg.data, model.tokenizer, seed=0)))
+    lengths = {name: batch["regions"]["input_ids"].shape[1] for name, batch in step.items()}
+    assert lengths["demo"] < lengths["demo_refs"]  # the join pads the class names' tokens
+
+    def losses_and_grads(batches):
+        model.zero_grad()
+        losses = {}
+        for batch in batches:
+            losses.update(model(batch))
+        sum(losses.values()).backward()
+        return losses, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    joint, joint_grads = losses_and_grads([step])
+    separate, separate_grads = losses_and_grads([{name: batch} for name, batch in step.items()])
+    assert list(joint) == list(separate) and len(joint) == 6
+    for name in joint:
+        torch.testing.assert_close(joint[name], separate[name], rtol=1e-5, atol=1e-6)
+    assert joint_grads.keys() == separate_grads.keys()
+    for name in joint_grads:
+        torch.testing.assert_close(joint_grads[name], separate_grads[name], rtol=1e-4, atol=1e-6)

@@ -209,7 +209,8 @@ def assert_forward_matches(captioner, oracle, pixels, regions, task_ids, input_i
     assert ours.pred_masks.shape == expected["masks"].shape == (len(task_ids), 3, size, size)
     assert (ours.pred_masks - expected["masks"]).abs().max() <= TOLERANCE
     assert (ours.iou_scores - expected["iou_scores"]).abs().max() <= TOLERANCE
-    assert (ours.logits[valid] - logits[valid]).abs().max() <= TOLERANCE
+    assert ours.logits.shape == logits[valid].shape  # ours: at the real caption tokens only
+    assert (ours.logits - logits[valid]).abs().max() <= TOLERANCE
     assert abs(ours.loss_caption.item() - loss.item()) <= TOLERANCE
     return ours, expected, logits
 
@@ -220,8 +221,9 @@ def test_masks_iou_logits_and_loss_match_the_reference(loaded, oracle, fidelity_
     valid = attention_mask.bool()
     # The comparison is sharp: the other task's prefix, or logits off by one position, are far off.
     swapped, _ = oracle.logits_and_loss(oracle.prefix(expected["queries"], 1 - task_ids), input_ids, attention_mask)
-    assert (ours.logits[valid] - swapped[valid]).abs().max() > 1e-2
-    assert (ours.logits[:, 1:] - logits[:, :-1]).abs().max() > 1e-2
+    assert (ours.logits - swapped[valid]).abs().max() > 1e-2
+    shifted = torch.cat([logits[:, 1:], logits[:, :1]], dim=1)  # position i + 1 in place of i
+    assert (ours.logits - shifted[valid]).abs().max() > 1e-2
 
 
 def test_point_prompts_match_the_reference(loaded, oracle):

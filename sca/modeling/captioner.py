@@ -22,7 +22,7 @@ from sca.data.prompts import PROMPT_TYPES
 from sca.modeling.caption_mixer import CaptionMixer
 from sca.modeling.sam_regions import SamRegionDecoder
 
-__all__ = ["CaptionHeadConfig", "CaptionerOutput", "RegionCaptions", "SCACaptioner"]
+__all__ = ["CaptionHeadConfig", "CaptionerOutput", "RegionCaptions", "SCACaptioner", "mask_losses", "region_mask_losses"]
 
 HEAD_CONFIG_FILE = "caption_head_config.json"
 HEAD_WEIGHTS_FILE = "caption_head.safetensors"
@@ -52,14 +52,14 @@ class CaptionHeadConfig:
 
 @dataclass
 class CaptionerOutput:
-    """Training outputs (losses are scalars; ``None`` when not computed)."""
+    """Training outputs (losses are scalars, or one per region group; ``None`` when not computed)."""
 
     loss_caption: torch.Tensor
     loss_mask: torch.Tensor | None  # BCE + dice of the best candidate mask per region
     loss_iou: torch.Tensor | None  # MSE of SAM's predicted IoU against each candidate's true IoU
     pred_masks: torch.Tensor  # (R, M, m, m)
     iou_scores: torch.Tensor  # (R, M)
-    logits: torch.Tensor | None = None  # (R, L, V): position i predicts caption token i
+    logits: torch.Tensor | None = None  # (N, V) at the N real caption tokens (``attention_mask`` order)
 
 
 @dataclass
@@ -85,6 +85,7 @@ class SCACaptioner(nn.Module):
         self.head_config = head
         self.region_decoder = SamRegionDecoder(sam, multimask_output=head.multimask_output)
         self.mixer = CaptionMixer(sam.config.mask_decoder_config, head.mixer_layers, head.num_caption_tokens)
+        _check_lm_head(language_model)
         lm_width = language_model.get_input_embeddings().embedding_dim
         self.task_tokens = nn.Embedding(len(head.task_types) * head.num_task_tokens, lm_width)
         self.projector = nn.Linear(self.region_decoder.hidden_size, lm_width)
@@ -196,6 +197,8 @@ class SCACaptioner(nn.Module):
         attention_mask: torch.Tensor,
         label_smoothing: float = 0.0,
         gt_masks: torch.Tensor | None = None,
+        region_groups: torch.Tensor | None = None,
+        num_groups: int = 1,
     ) -> CaptionerOutput:
         """Teacher-forced caption loss (and SAM's mask loss when ``gt_masks`` is given).
 
@@ -205,6 +208,9 @@ class SCACaptioner(nn.Module):
             task_type_ids: (R,) index into ``head_config.task_types``.
             input_ids, attention_mask: (R, L) caption tokens ending in EOS, right-padded.
             gt_masks: (R, m', m') ground-truth region masks for the optional mask loss.
+            region_groups: (R,) group (e.g. source) of each region, in ``[0, num_groups)``: the
+                losses are then (num_groups,) means over each group's tokens / regions, equal to
+                separate forward passes per group. ``None``: one group, scalar losses.
         """
         image_embeddings = self.region_decoder.encode_images(pixel_values)
         pred_masks, iou_scores, queries = self.encode_regions(image_embeddings, regions, iou_head_only=gt_masks is not None)
@@ -213,13 +219,21 @@ class SCACaptioner(nn.Module):
         prefix_length, length = prefix.shape[1], input_ids.shape[1]
         inputs_embeds = torch.cat([prefix, words.to(prefix.dtype)], dim=1)
         full_mask = torch.cat([attention_mask.new_ones(attention_mask.shape[0], prefix_length), attention_mask], dim=1)
-        positions = torch.arange(prefix_length - 1, prefix_length + length - 1, device=input_ids.device)
-        logits = self.language_model(inputs_embeds=inputs_embeds, attention_mask=full_mask, logits_to_keep=positions).logits
+        hidden = self.language_model.base_model(inputs_embeds=inputs_embeds, attention_mask=full_mask, use_cache=False).last_hidden_state
+        # Position i of the prefix + words sequence predicts caption token i - prefix_length + 1; the
+        # LM head (the 50k-wide vocabulary) runs on the real caption tokens only, not the padding.
         valid = attention_mask.bool()
-        loss_caption = F.cross_entropy(logits[valid].float(), input_ids[valid], label_smoothing=label_smoothing)
+        logits = self.language_model.get_output_embeddings()(hidden[:, prefix_length - 1 : prefix_length - 1 + length][valid])
+        groups = region_groups if region_groups is not None else input_ids.new_zeros(input_ids.shape[0])
+        token_groups = groups[:, None].expand_as(input_ids)[valid]
+        token_losses = F.cross_entropy(logits.float(), input_ids[valid], label_smoothing=label_smoothing, reduction="none")
+        loss_caption = _group_means(token_losses, token_groups, num_groups)
         loss_mask = loss_iou = None
         if gt_masks is not None:
-            loss_mask, loss_iou = mask_losses(pred_masks, iou_scores, gt_masks)
+            region_mask, region_iou = region_mask_losses(pred_masks, iou_scores, gt_masks)
+            loss_mask, loss_iou = _group_means(region_mask, groups, num_groups), _group_means(region_iou, groups, num_groups)
+        if region_groups is None:
+            loss_caption, loss_mask, loss_iou = (None if x is None else x[0] for x in (loss_caption, loss_mask, loss_iou))
         return CaptionerOutput(
             loss_caption=loss_caption,
             loss_mask=loss_mask,
@@ -307,7 +321,15 @@ class SCACaptioner(nn.Module):
 def mask_losses(
     pred_masks: torch.Tensor, iou_scores: torch.Tensor, gt_masks: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """SAM's training losses for R regions with M candidate masks each.
+    """SAM's training losses (:func:`region_mask_losses`) averaged over the regions: scalars in fp32."""
+    region_mask, region_iou = region_mask_losses(pred_masks, iou_scores, gt_masks)
+    return region_mask.mean(), region_iou.mean()
+
+
+def region_mask_losses(
+    pred_masks: torch.Tensor, iou_scores: torch.Tensor, gt_masks: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAM's training losses for R regions with M candidate masks each, per region.
 
     * mask loss: binary cross-entropy + dice of each candidate; only the best candidate per region
       counts (SAM's minimum over its multimask outputs). SAM's own ``20 * focal + dice`` mix (alpha
@@ -323,7 +345,7 @@ def mask_losses(
         pred_masks: (R, M, m, m) mask logits; iou_scores: (R, M); gt_masks: (R, m', m') binary.
 
     Returns:
-        (mask loss, IoU loss), scalars in fp32.
+        (mask loss, IoU loss), each (R,) in fp32.
     """
     target = gt_masks[:, None].float()
     if target.shape[-1] != pred_masks.shape[-1]:
@@ -333,10 +355,26 @@ def mask_losses(
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(dim=(-2, -1))
     probs = logits.sigmoid()
     dice = 1 - (2 * (probs * target).sum(dim=(-2, -1)) + 1) / (probs.sum(dim=(-2, -1)) + target.sum(dim=(-2, -1)) + 1)
-    loss_mask = (bce + dice).min(dim=1).values.mean()
+    region_mask = (bce + dice).min(dim=1).values
     with torch.no_grad():
         binary, truth = logits > 0, target > 0.5
         union = (binary | truth).sum(dim=(-2, -1))
         true_iou = torch.where(union > 0, (binary & truth).sum(dim=(-2, -1)) / union.clamp(min=1), torch.ones_like(union, dtype=logits.dtype))
-    loss_iou = F.mse_loss(iou_scores.float(), true_iou)
-    return loss_mask, loss_iou
+    region_iou = F.mse_loss(iou_scores.float(), true_iou, reduction="none").mean(dim=1)
+    return region_mask, region_iou
+
+
+def _check_lm_head(language_model: PreTrainedModel) -> None:
+    """The caption loss applies the LM's output embedding to its last hidden states at the caption
+    tokens only; LMs that transform logits after that head are not supported."""
+    config = language_model.config
+    for key in ("final_logit_softcapping", "logit_scale", "logits_scaling"):
+        if getattr(config, key, None) not in (None, 1, 1.0):
+            raise ValueError(f"language model {type(language_model).__name__}: {key}={getattr(config, key)} transforms its logits; not supported")
+
+
+def _group_means(values: torch.Tensor, groups: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """(N,) values, (N,) group ids -> (num_groups,) mean per group (NaN for an empty group)."""
+    sums = values.new_zeros(num_groups).index_add(0, groups, values)
+    counts = torch.bincount(groups, minlength=num_groups).to(values.dtype)
+    return sums / counts

@@ -7,7 +7,7 @@ from torch import nn
 
 from sca.config import GenerationConfig
 from sca.data.caption_tokenizer import CaptionTokenizer
-from sca.data.region_batch import collate_regions
+from sca.data.region_batch import collate_regions, concat_batches, fusable_groups
 from sca.modeling.captioner import SCACaptioner
 from sca.modeling.postprocessing import masks_to_image_frame, prompts_to_image_frame
 
@@ -74,8 +74,11 @@ class RegionCaptioner(nn.Module):
         return pixels, regions, image_task_ids[regions["image_index"]]
 
     def losses(self, batches: dict[str, dict]) -> dict[str, torch.Tensor]:
+        """One forward pass for all sources of the step (per group of compatible batches), each
+        source's losses the means over its own tokens and regions, as separate passes would give."""
         losses = {}
-        for source, batch in batches.items():
+        for names in fusable_groups(batches):
+            batch = concat_batches([batches[n] for n in names], self.tokenizer.pad_token_id)
             pixels, regions, task_ids = self._prepare(batch)
             has_masks = regions["masks"].shape[-1] > 0  # box-only sources carry (R, 0, 0): no mask loss
             output = self.captioner(
@@ -86,13 +89,16 @@ class RegionCaptioner(nn.Module):
                 regions["attention_mask"],
                 label_smoothing=self.label_smoothing,
                 gt_masks=regions["masks"] if self.mask_loss_weight > 0 and has_masks else None,
+                region_groups=regions["batch_index"],
+                num_groups=len(names),
             )
-            weight = self.loss_weights.get(source, 1.0)
-            losses[f"loss_caption/{source}"] = weight * output.loss_caption
-            if output.loss_mask is not None:
-                losses[f"loss_mask/{source}"] = weight * self.mask_loss_weight * output.loss_mask
-                losses[f"loss_iou/{source}"] = weight * self.iou_loss_weight * output.loss_iou
-        return losses
+            for i, source in enumerate(names):
+                weight = self.loss_weights.get(source, 1.0)
+                losses[f"loss_caption/{source}"] = weight * output.loss_caption[i]
+                if output.loss_mask is not None:
+                    losses[f"loss_mask/{source}"] = weight * self.mask_loss_weight * output.loss_mask[i]
+                    losses[f"loss_iou/{source}"] = weight * self.iou_loss_weight * output.loss_iou[i]
+        return {name: losses[name] for name in sorted(losses, key=lambda k: list(batches).index(k.split("/", 1)[1]))}
 
     @torch.no_grad()
     def inference(self, samples: list[dict]) -> list[dict]:
