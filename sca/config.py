@@ -137,7 +137,7 @@ class EmbeddingCacheConfig:
     training sources without augmentation while SAM's image encoder is frozen."""
 
     max_images: int = 64  # embeddings held in memory (least recently used dropped); 0 disables the cache
-    dir: str = ""  # also keep them on disk here (keyed by image content and encoder weights)
+    dir: str = ""  # also keep them on disk here (keyed by image content and encoder weights; frozen encoder only)
     in_training: bool = True  # for unaugmented sources while SAM's image encoder is frozen
 
 

@@ -253,7 +253,8 @@ class RegionCaptionPredictor:
 
     @torch.no_grad()
     def encode(self, image) -> EncodedImage:
-        """Read ``image`` (as in :meth:`__call__`), bring it to the model frame and run SAM's image encoder."""
+        """Read ``image`` (as in :meth:`__call__`), bring it to the model frame and run SAM's image
+        encoder (an image seen before comes from the captioner's image-embedding cache)."""
         image = read_rgb_image(image)
         height, width = image.shape[:2]
         aug_input = T.AugInput(image)

@@ -2,8 +2,9 @@
 image and prompts, and turn the predictor's regions into rows, overlays and ``predictions.json``.
 
 The image is encoded once per upload (:meth:`DemoSession.start` keeps the predictor's
-:class:`~sca.predictor.EncodedImage`); every click or box only runs SAM's decoder, the caption
-mixer and the language model on it.
+:class:`~sca.predictor.EncodedImage`; an image uploaded again comes from the captioner's
+image-embedding cache); every click or box only runs SAM's decoder, the caption mixer and the
+language model on it.
 """
 
 from __future__ import annotations

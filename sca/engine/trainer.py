@@ -13,6 +13,7 @@ uninterrupted run computes from k on (bit for bit on CPU with deterministic algo
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -62,7 +63,10 @@ def autocast_dtype(cfg: SCAConfig, device: torch.device) -> torch.dtype | None:
 def evaluate(cfg: SCAConfig, model: RegionCaptioner) -> OrderedDict:
     """Every ``data.test_datasets`` split under its ``data.test_protocols`` (default ``gt_boxes``):
     caption metrics with ground-truth box prompts and / or dense-captioning mAP with the model's own
-    regions (``densecap``); results gathered on rank 0."""
+    regions (``densecap``); results gathered on rank 0. The image-embedding cache's counts for
+    the evaluation are logged at its end."""
+    cache = model.captioner.region_decoder.embedding_cache
+    cache_before = copy.copy(cache.stats) if cache is not None else None
     results = OrderedDict()
     for dataset_name in cfg.data.test_datasets:
         protocols = cfg.data.test_protocols.get(dataset_name, ["gt_boxes"])
@@ -82,6 +86,8 @@ def evaluate(cfg: SCAConfig, model: RegionCaptioner) -> OrderedDict:
         if comm.is_main_process():
             logger.info("Evaluation results for %s in csv format:", dataset_name)
             print_csv_format(results[dataset_name])
+    if cache is not None:
+        logger.info("image-embedding cache during the evaluation: %s", cache.stats - cache_before)
     return results
 
 
@@ -115,6 +121,10 @@ class Trainer(TrainerBase):
         data_loader = build_train_loader(with_image_exclusions(cfg.data), build_tokenizer(cfg.model), seed=cfg.seed)
         model = build_model(cfg).to(device)
         model.autocast_dtype = autocast_dtype(cfg, device)
+        # training images may reuse cached embeddings only when they are the same pixels every time
+        model.captioner.region_decoder.training_images_unaugmented = all(
+            source.mapper.augmentation == "none" for source in cfg.data.sources.values()
+        )
         optimizer = build_optimizer(cfg.solver, model)
         # Ranks train on the same sources at every step (lockstep), but which trainable parts a step
         # uses still varies: prompt types are sampled per region (point / mask encoders), and SAM's

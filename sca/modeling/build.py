@@ -13,6 +13,7 @@ from sca.checkpoints.reference_sca import is_reference_checkpoint, load_referenc
 from sca.config import ModelConfig
 from sca.data.caption_tokenizer import CaptionTokenizer
 from sca.modeling.captioner import HEAD_CONFIG_FILE, CaptionHeadConfig, SCACaptioner
+from sca.modeling.embedding_cache import ImageEmbeddingCache
 from sca.modeling.meta_arch import RegionCaptioner
 
 __all__ = ["build_captioner", "build_tokenizer", "build_model", "is_pretrained_dir", "load_checkpoint"]
@@ -28,7 +29,8 @@ def is_pretrained_dir(path: str) -> bool:
 
 def build_captioner(cfg: ModelConfig) -> SCACaptioner:
     """SAM and the LM come from ``from_pretrained`` when named, else from their configs (random);
-    ``cfg.weights`` naming a saved-model directory (ours or the reference's) replaces both."""
+    ``cfg.weights`` naming a saved-model directory (ours or the reference's) replaces both. The
+    image-embedding cache comes from ``cfg.embedding_cache``."""
     if is_reference_checkpoint(cfg.weights):
         captioner = load_reference_captioner(cfg.weights, cfg)
     elif is_pretrained_dir(cfg.weights):
@@ -43,6 +45,7 @@ def build_captioner(cfg: ModelConfig) -> SCACaptioner:
         captioner = SCACaptioner(sam, language_model, CaptionHeadConfig.from_model_config(cfg))
     captioner.set_trainable(sam=cfg.train_sam, caption_head=cfg.train_mixer, language_model=cfg.train_language_model)
     captioner.mixer.checkpointing = cfg.mixer_checkpointing
+    captioner.region_decoder.embedding_cache = ImageEmbeddingCache.from_config(cfg.embedding_cache)
     return captioner
 
 

@@ -1,8 +1,9 @@
 """transformers' SamModel applied to region prompts, exposing what the caption mixer reads.
 
-The image is encoded once; every region is then decoded by ``SamModel.forward`` itself (given
-the image embeddings), so masks and IoU scores are exactly SAM's. A forward hook on the mask
-decoder's two-way transformer captures its output tokens and updated image embeddings.
+The image is encoded once (or its embeddings come from an :class:`ImageEmbeddingCache`); every
+region is then decoded by ``SamModel.forward`` itself (given the image embeddings), so masks and
+IoU scores are exactly SAM's. A forward hook on the mask decoder's two-way transformer captures
+its output tokens and updated image embeddings.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from torch import nn
 from transformers import SamModel
 
 from sca.data.prompts import PROMPT_TYPE_IDS
+from sca.modeling.embedding_cache import ImageEmbeddingCache
 
 __all__ = ["RegionDecoding", "SamRegionDecoder"]
 
@@ -36,6 +38,9 @@ class SamRegionDecoder(nn.Module):
         self.sam = sam
         self.multimask_output = multimask_output
         self.trainable = True  # when False, SAM runs without autograd (its outputs need no gradient)
+        self.embedding_cache: ImageEmbeddingCache | None = None
+        # set by the trainer when every training image has the same pixels each time it is seen
+        self.training_images_unaugmented = False
         self._captured: tuple[torch.Tensor, torch.Tensor] | None = None
         sam.mask_decoder.transformer.register_forward_hook(self._capture)
 
@@ -55,9 +60,27 @@ class SamRegionDecoder(nn.Module):
         return 4 * self.sam.config.prompt_encoder_config.image_embedding_size
 
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(B, 3, S, S) normalized pixels -> (B, C, h, w) image embeddings (with gradients if SAM trains)."""
+        """(B, 3, S, S) normalized pixels -> (B, C, h, w) image embeddings (with gradients if SAM
+        trains); through ``embedding_cache`` when :meth:`uses_embedding_cache` allows it."""
+        cached = self.uses_embedding_cache()
         with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
-            return self.sam.vision_encoder(pixel_values).last_hidden_state
+            if not cached:
+                return self._encode(pixel_values)
+            return self.embedding_cache.encode(pixel_values, self._encode, self.sam.vision_encoder)
+
+    def _encode(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.sam.vision_encoder(pixel_values).last_hidden_state
+
+    def uses_embedding_cache(self) -> bool:
+        """Whether ``encode_images`` may reuse embeddings now: in inference unless gradients are to
+        reach the image encoder; in training only for a cache built ``in_training``, a frozen image
+        encoder and unaugmented training images (``training_images_unaugmented``)."""
+        if self.embedding_cache is None:
+            return False
+        encoder_trains = any(p.requires_grad for p in self.sam.vision_encoder.parameters())
+        if self.training:
+            return self.embedding_cache.in_training and self.training_images_unaugmented and not encoder_trains
+        return not (encoder_trains and torch.is_grad_enabled())
 
     def predict_iou(self, iou_tokens: torch.Tensor) -> torch.Tensor:
         """SAM's IoU head on (R, C) IoU-token outputs of its two-way transformer -> (R, M), sliced
