@@ -10,8 +10,8 @@ pytestmark = pytest.mark.slow
 
 def table(out: str) -> dict[str, list[str]]:
     """Rows of the printed table: label -> one value per setting (the header row under "")."""
-    lines = out[out.index("\n" + " " * 26) + 1 :].splitlines()  # the header row starts with a blank label
-    return {line[:26].strip(): re.split(r"\s+", line[26:].strip()) for line in lines if line.strip()}
+    lines = out[out.index("\n   ") + 1 :].splitlines()  # the table starts with the header row's blank label
+    return {cells[0]: cells[1:] for cells in (re.split(r"\s{2,}", line) for line in lines if line.strip())}
 
 
 def test_train_step_benchmark_reports_parts_precisions_and_flops(load_tool, capsys):
@@ -33,3 +33,4 @@ def test_train_step_benchmark_reports_parts_precisions_and_flops(load_tool, caps
     assert all(f > 0 for f in flops) and flops[0] == flops[1]  # autocast changes dtypes, not the work
     assert all(float(v) > 0 for v in rows["peak RSS MiB"])
     assert "MFU %" not in rows  # CUDA only
+    assert all(float(v) >= 0 for v in rows["load average after"])

@@ -13,17 +13,20 @@ backward of the summed losses, AdamW ``step`` (with the configured gradient clip
 ``--mixer-checkpointing`` adds each precision with ``model.mixer_checkpointing`` on.
 
 Forward pre/post hooks time SAM's image encoder, its decoder (prompt encoder + mask decoder), the
-caption mixer and the language model (up to the end of the forward, so the loss is included);
-"other forward" is the rest of the forward (normalization, projector, SAM's IoU head). Times are
-means over ``--steps`` steps after ``--warmup`` (synchronized on CUDA). FLOPs are counted by
+caption mixer and the language model (from its base model's pre-hook to the end of the forward, so
+the loss is included); "other forward" is the rest of the forward (the batch's copy to the device,
+normalization, word embeddings, projector, SAM's IoU head). Times are means over ``--steps`` steps
+after ``--warmup`` (synchronized on CUDA at every hook). FLOPs are counted by
 ``torch.utils.flop_counter.FlopCounterMode`` over one extra forward + backward (matmuls,
 convolutions, attention; the optimizer's element-wise work is not counted); MFU divides the achieved
-FLOP/s by ``--peak-tflops`` (CUDA only).
+FLOP/s by ``--peak-tflops`` (``--peak-tflops-fp32`` for fp32; CUDA only).
 
 Each setting runs in a fresh subprocess of this script, so that peak memory does not carry over
 from one setting to the next: peak RSS of that process on CPU (model building included; the RSS
 just before the first step is shown too), ``torch.cuda.max_memory_allocated`` over the steps
-(the FLOP-counted one included) with CUDA. The settings therefore run one after another: on a shared machine, note the load.
+(the FLOP-counted one included) with CUDA. The settings therefore run one after another: on a
+shared machine, compare them with the load average after each one's steps (the table's last row).
+``--precisions`` takes every word after it, so Hydra overrides go before it.
 """
 
 from __future__ import annotations
@@ -103,8 +106,9 @@ class StepTimer:
             for module in modules:
                 module.register_forward_pre_hook(lambda *_, part=part: self._start(part))
                 module.register_forward_hook(lambda *_, part=part: self._stop(part))
-        # the LM's part ends with the forward itself: the caption loss is computed on its logits
-        captioner.language_model.register_forward_pre_hook(lambda *_: self._start("LM forward + loss"))
+        # from the LM's base model (whether the captioner calls the LM or its base model and head)
+        # to the end of the forward: the caption loss is computed on the LM's outputs
+        captioner.language_model.base_model.register_forward_pre_hook(lambda *_: self._start("LM forward + loss"))
 
     def now(self) -> float:
         if self.device.type == "cuda":
@@ -182,6 +186,7 @@ def measure(args, overrides: list[str], precision: str, checkpointing: bool) -> 
         "flops": counter.get_total_flops(),
         "memory_before": memory_before,
         "memory_peak": memory_peak,
+        "load": os.getloadavg()[0],
     }
 
 
@@ -208,7 +213,7 @@ def print_table(results: dict[str, dict], device: torch.device, peak_tflops: flo
     before = "allocated before steps" if device.type == "cuda" else "RSS before steps"
 
     def row(label: str, values) -> None:
-        print(f"{label:<26}" + "".join(f"{value:>14}" for value in values))
+        print(f"{label:<28}" + "".join(f"{value:>14}" for value in values))
 
     row("", names)
     for part in PARTS:
@@ -223,6 +228,7 @@ def print_table(results: dict[str, dict], device: torch.device, peak_tflops: flo
     if device.type == "cuda":
         peaks = [peak_tflops_fp32 if name.startswith("fp32") else peak_tflops for name in names]
         row("MFU %", [f"{100 * r['flops'] / r['seconds']['step'] / 1e12 / peak:.1f}" for r, peak in zip(results.values(), peaks)])
+    row("load average after", [f"{r['load']:.2f}" for r in results.values()])
 
 
 def main(argv: list[str]) -> None:
