@@ -1,6 +1,7 @@
 """Every error or stop ends every process of a run (2 gloo ranks, each with a loader worker) within
 seconds, with the right exit code and the error as the last message: no process waits forever."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -59,10 +60,8 @@ def finish(process, output_file, *, signal_after_iteration=None, timeout=240):
     process until all its processes were gone). Kills whatever is left after ``timeout``."""
     main, seen, deadline = psutil.Process(process.pid), set(), time.time() + timeout
     while process.poll() is None and time.time() < deadline:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):  # the main process just ended
             seen.update(main.children(recursive=True))
-        except psutil.NoSuchProcess:
-            pass
         if signal_after_iteration is not None and f"iter: {signal_after_iteration} " in output_file.read_text():
             process.send_signal(signal.SIGTERM)
             signal_after_iteration = None
@@ -81,11 +80,9 @@ def finish(process, output_file, *, signal_after_iteration=None, timeout=240):
 def running(processes) -> list:
     alive = []
     for process in processes:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):  # gone: not running
             if process.status() != psutil.STATUS_ZOMBIE:
                 alive.append(process)
-        except psutil.NoSuchProcess:
-            pass
     return alive
 
 
