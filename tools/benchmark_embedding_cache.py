@@ -29,43 +29,12 @@ import torch
 from tqdm import tqdm
 
 import sca  # noqa: F401  (detectron2 compatibility first)
+from sca.benchmarking import random_box_inputs, synchronize
 from sca.config_loading import load_config
 from sca.modeling.build import build_model
 from sca.modeling.embedding_cache import ImageEmbeddingCache
 
 SETTINGS = ("uncached", "memory", "disk")
-
-
-def random_images(captioner, num_images: int, device: torch.device, seed: int = 0) -> list[torch.Tensor]:
-    """Distinct random images as (1, 3, S, S) normalized pixels."""
-    generator = torch.Generator().manual_seed(seed)
-    size = captioner.image_size
-    valid = torch.tensor([[0, 0, size, size]], dtype=torch.float32, device=device)
-    images = torch.randint(0, 256, (num_images, 1, 3, size, size), generator=generator, dtype=torch.uint8)
-    return [captioner.normalize(image.to(device), valid) for image in images]
-
-
-def random_prompt_set(captioner, num_regions: int, device: torch.device, seed: int) -> dict:
-    """``num_regions`` box prompts on one image, in the layout of ``collate_regions``."""
-    generator = torch.Generator().manual_seed(seed)
-    size = captioner.image_size
-    xy = torch.rand(num_regions, 2, generator=generator) * size * 0.6
-    wh = size * (0.1 + torch.rand(num_regions, 2, generator=generator) * 0.3)
-    mask_size = captioner.region_decoder.mask_input_size
-    regions = {
-        "image_index": torch.zeros(num_regions, dtype=torch.int64),
-        "prompt_types": torch.zeros(num_regions, dtype=torch.int64),  # boxes
-        "boxes": torch.cat([xy, xy + wh], dim=1),
-        "points": (xy + wh / 2)[:, None],
-        "point_labels": torch.ones(num_regions, 1, dtype=torch.int64),
-        "masks": torch.zeros(num_regions, mask_size, mask_size, dtype=torch.bool),
-    }
-    return {key: value.to(device) for key, value in regions.items()}
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main(argv: list[str]) -> dict:
@@ -83,9 +52,10 @@ def main(argv: list[str]) -> dict:
     model = build_model(cfg).to(device).eval()
     captioner, tokenizer, generation = model.captioner, model.tokenizer, cfg.model.generation
     decoder = captioner.region_decoder
-    images = random_images(captioner, args.images, device)
+    # distinct images, and distinct prompt sets on each (one image's inputs per seed)
+    images = [random_box_inputs(captioner, 1, args.regions, device, seed=i)[0] for i in range(args.images)]
     prompt_sets = [
-        [random_prompt_set(captioner, args.regions, device, seed=1000 * i + j) for j in range(args.prompt_sets)]
+        [random_box_inputs(captioner, 1, args.regions, device, seed=1000 * (i + 1) + j)[1] for j in range(args.prompt_sets)]
         for i in range(len(images))
     ]
     task_ids = torch.zeros(args.regions, dtype=torch.int64, device=device)

@@ -23,34 +23,9 @@ import torch
 from tqdm import tqdm
 
 import sca  # noqa: F401  (detectron2 compatibility first)
+from sca.benchmarking import random_box_inputs, synchronize
 from sca.config_loading import load_config
 from sca.modeling.build import build_model
-
-
-def random_inputs(captioner, num_images: int, regions_per_image: int, device: torch.device, seed: int = 0):
-    generator = torch.Generator().manual_seed(seed)
-    size = captioner.image_size
-    images = torch.randint(0, 256, (num_images, 3, size, size), generator=generator, dtype=torch.uint8)
-    valid = torch.tensor([[0, 0, size, size]], dtype=torch.float32).expand(num_images, 4)
-    count = num_images * regions_per_image
-    xy = torch.rand(count, 2, generator=generator) * size * 0.6
-    wh = size * (0.1 + torch.rand(count, 2, generator=generator) * 0.3)
-    mask_size = captioner.region_decoder.mask_input_size
-    regions = {
-        "image_index": torch.arange(num_images).repeat_interleave(regions_per_image),
-        "prompt_types": torch.zeros(count, dtype=torch.int64),  # boxes
-        "boxes": torch.cat([xy, xy + wh], dim=1),
-        "points": (xy + wh / 2)[:, None],
-        "point_labels": torch.ones(count, 1, dtype=torch.int64),
-        "masks": torch.zeros(count, mask_size, mask_size, dtype=torch.bool),
-    }
-    pixels = captioner.normalize(images.to(device), valid.to(device))
-    return pixels, {k: v.to(device) for k, v in regions.items()}
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main(argv: list[str]) -> None:
@@ -66,7 +41,7 @@ def main(argv: list[str]) -> None:
     torch.manual_seed(0)
     model = build_model(cfg).to(device).eval()
     captioner, tokenizer, generation = model.captioner, model.tokenizer, cfg.model.generation
-    pixels, regions = random_inputs(captioner, args.images, args.regions, device)
+    pixels, regions = random_box_inputs(captioner, args.images, args.regions, device)
     task_ids = torch.zeros(len(regions["boxes"]), dtype=torch.int64, device=device)
     num_regions = len(task_ids)
     print(
