@@ -11,6 +11,7 @@ import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 from PIL import Image
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from sca.app import split_overrides
 from sca.app.browser_testing import chromium_path, open_page, point_on_segment, screen_point, serve_demo_app
@@ -117,9 +118,13 @@ def _fetch(url: str) -> bytes:
 
 
 def _wait_status(page, pattern: str, timeout: float = 120_000) -> str:
-    page.wait_for_function(
-        "p => new RegExp(p).test(document.querySelector('#sca-status').innerText)", arg=pattern, timeout=timeout
-    )
+    try:
+        page.wait_for_function(
+            "p => new RegExp(p).test(document.querySelector('#sca-status').innerText)", arg=pattern, timeout=timeout
+        )
+    except PlaywrightTimeout:
+        values = page.evaluate("() => [...document.querySelectorAll('input[type=number]')].map(e => e.value)")
+        raise AssertionError(f"status {page.inner_text('#sca-status')!r} never matched {pattern!r}; number inputs {values}") from None
     return page.inner_text("#sca-status")
 
 
@@ -129,9 +134,22 @@ def _table_rows(page) -> list[list[str]]:
 
 
 def _set_slider(page, elem_id: str, value) -> None:
-    field = page.locator(f"#{elem_id} input[type=number]")
-    field.fill(str(value))
-    field.press("Tab")
+    """Type ``value`` into a slider's number field until its range input shows it too (a field
+    filled while the accordion is still mounting its sliders loses the value)."""
+    field, track = page.locator(f"#{elem_id} input[type=number]"), page.locator(f"#{elem_id} input[type=range]")
+    for _ in range(5):
+        field.fill(str(value))
+        field.press("Tab")
+        try:
+            page.wait_for_function(
+                "([f, t, v]) => Number(f.value) === v && Number(t.value) === v",
+                arg=[field.element_handle(), track.element_handle(), value],
+                timeout=2_000,
+            )
+            return
+        except PlaywrightTimeout:
+            continue
+    raise AssertionError(f"slider #{elem_id} did not take the value {value} (shows {field.input_value()!r})")
 
 
 @pytest.mark.slow
