@@ -1,6 +1,7 @@
 """The demo page: uploads, sessions (one encoding per image), checkpoint messages, and the page in a
 real browser (the system's Chromium through Playwright), offline."""
 
+import contextlib
 import io
 import json
 import re
@@ -140,15 +141,13 @@ def _set_slider(page, elem_id: str, value) -> None:
     for _ in range(5):
         field.fill(str(value))
         field.press("Tab")
-        try:
+        with contextlib.suppress(PlaywrightTimeout):
             page.wait_for_function(
                 "([f, t, v]) => Number(f.value) === v && Number(t.value) === v",
                 arg=[field.element_handle(), track.element_handle(), value],
                 timeout=2_000,
             )
             return
-        except PlaywrightTimeout:
-            continue
     raise AssertionError(f"slider #{elem_id} did not take the value {value} (shows {field.input_value()!r})")
 
 
