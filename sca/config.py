@@ -162,12 +162,18 @@ class ModelConfig:
     num_task_tokens: int = 6
     task_types: List[str] = field(default_factory=lambda: ["recognition", "caption"])
     multimask_output: bool = True  # SAM's 3 candidate masks per region (the best-IoU one is reported)
+    # prompt types that get SAM's single-mask output even with multimask_output (SAM trains boxes
+    # and masks, which are unambiguous, on its single-mask token and keeps 3 candidates for clicks)
+    single_mask_prompt_types: List[str] = field(default_factory=list)
     train_sam: bool = False
     train_mixer: bool = True  # caption mixer, caption tokens, task tokens and projector
     train_language_model: bool = False
     label_smoothing: float = 0.1
     mask_loss_weight: float = 0.0  # >0 adds SAM's mask loss (useful only when SAM trains)
     iou_loss_weight: float = 1.0  # SAM's IoU-head loss, added whenever the mask loss is on
+    # with the mask loss: also one random click inside each region's ground-truth mask, decoded by
+    # SAM alone (mask and IoU losses, no caption), so that clicks and the "anything" mode's grid work
+    mask_loss_clicks: bool = False
     max_caption_tokens: int = 20  # caption tokens kept (EOS included)
     weights: str = ""  # a checkpoint (.pth) or save_pretrained directory to start from
     generation: GenerationConfig = field(default_factory=GenerationConfig)

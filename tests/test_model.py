@@ -52,26 +52,51 @@ def test_masks_and_iou_equal_plain_sam(tiny, prompt_type):
         # Plain SamModel with the same weights, per image with all its regions as a point batch.
         plain = SamModel(tiny.sam.config).eval()
         plain.load_state_dict(tiny.sam.state_dict())
+        # the tiny preset gives boxes and masks SAM's single-mask output, clicks its 3 candidates
+        multimask = prompt_type == "point"
+        assert tiny.region_decoder.multimask(PROMPT_TYPE_IDS[prompt_type]) == multimask
+        assert masks.shape[1] == iou.shape[1] == (3 if multimask else 1)
         for image in range(2):
             index = torch.nonzero(regions["image_index"] == image).squeeze(1)
             if prompt_type == "box":
-                out = plain(pixel_values=pixels[image : image + 1], input_boxes=regions["boxes"][index][None])
+                out = plain(pixel_values=pixels[image : image + 1], input_boxes=regions["boxes"][index][None], multimask_output=multimask)
             elif prompt_type == "point":
                 out = plain(
                     pixel_values=pixels[image : image + 1],
                     input_points=regions["points"][index][None],
                     input_labels=regions["point_labels"][index][None],
+                    multimask_output=multimask,
                 )
             else:
                 out = plain(
                     pixel_values=pixels[image : image + 1].expand(len(index), -1, -1, -1),
                     input_masks=regions["masks"][index][:, None].float(),
+                    multimask_output=multimask,
                 )
             expected_masks = out.pred_masks[0] if prompt_type != "mask" else out.pred_masks[:, 0]
             expected_iou = out.iou_scores[0] if prompt_type != "mask" else out.iou_scores[:, 0]
             assert (masks[index] - expected_masks).abs().max() <= 1e-5
             assert (iou[index] - expected_iou).abs().max() <= 1e-5
     assert queries.shape == (6, tiny.head_config.num_caption_tokens, tiny.region_decoder.hidden_size)
+
+
+def test_single_mask_prompts_fill_every_candidate_next_to_clicks(tiny):
+    """Boxes (single mask) and clicks (3 candidates) in one batch: each box's one mask and IoU fill
+    its 3 slots, each click keeps its own 3, and both equal decoding each type alone."""
+    regions = random_regions()
+    regions["prompt_types"] = torch.tensor([0, 1, 0, 1, 1, 0])
+    with torch.no_grad():
+        embeddings = tiny.region_decoder.encode_images(torch.randn(2, 3, 64, 64))
+        masks, iou, _ = tiny.encode_regions(embeddings, regions)
+        for type_id in (0, 1):
+            index = torch.nonzero(regions["prompt_types"] == type_id).squeeze(1)
+            alone = {k: v[index] for k, v in regions.items()}
+            alone["image_index"] = torch.arange(len(index))
+            alone_masks, alone_iou, _ = tiny.encode_regions(embeddings[regions["image_index"][index]], alone)
+            assert torch.allclose(masks[index], alone_masks.expand(-1, 3, -1, -1), atol=1e-5)
+            assert torch.allclose(iou[index], alone_iou.expand(-1, 3), atol=1e-5)
+    boxes = regions["prompt_types"] == 0
+    assert (masks[boxes] == masks[boxes][:, :1]).all() and not (masks[~boxes] == masks[~boxes][:, :1]).all()
 
 
 def _loss(captioner, seed=0):
@@ -103,6 +128,39 @@ def test_demo_training_gives_every_part_gradients():
     captioner = build_captioner(tiny_model_config().model).train()
     _loss(captioner).backward()
     assert _parts_with_grad(captioner) == {"sam", "language_model", "mixer", "task_tokens", "projector"}
+
+
+def test_mask_loss_clicks_train_sam_on_clicks_inside_the_masks_without_captions():
+    """One click inside each ground-truth box-shaped mask: SAM's point-prompt path gets gradients
+    and the mask loss covers twice the regions; the caption loss is unchanged."""
+    captioner = build_captioner(tiny_model_config().model).train()
+    regions = random_regions()
+    n = len(regions["boxes"])
+    masks = torch.zeros(n, 64, 64, dtype=torch.bool)
+    for i, (x0, y0, x1, y1) in enumerate(regions["boxes"].long().tolist()):
+        masks[i, y0:y1, x0:x1] = True
+    masks[0] = False  # an empty mask gets no click
+    input_ids = torch.randint(0, 1000, (n, 3))
+    pixels = torch.randn(2, 3, 64, 64)
+    outputs, point_grads = [], []
+    for clicks in (False, True):
+        captioner.zero_grad()
+        torch.manual_seed(1)
+        out = captioner(pixels, regions, torch.zeros(n, dtype=torch.long), input_ids, torch.ones_like(input_ids), gt_masks=masks, mask_loss_clicks=clicks)
+        (out.loss_caption + out.loss_mask + out.loss_iou).backward()
+        grad = captioner.sam.prompt_encoder.point_embed[1].weight.grad  # the positive-click embedding
+        outputs.append(out)
+        point_grads.append(0.0 if grad is None else grad.abs().sum().item())
+    assert torch.equal(outputs[0].loss_caption, outputs[1].loss_caption)
+    assert point_grads[0] == 0.0 and point_grads[1] > 0
+    # the clicks' mask losses, computed alone, make up the difference of the two means
+    flat = masks.flatten(1).float()
+    embeddings = captioner.region_decoder.encode_images(pixels)
+    torch.manual_seed(1)  # the click sampler is the forward pass's only random draw
+    click_mask, _, clicked = captioner._click_mask_losses(embeddings, regions["image_index"], masks)
+    assert clicked.tolist() == [i for i in range(n) if flat[i].sum() > 0]
+    box_mask = (outputs[1].loss_mask * (n + len(clicked)) - click_mask.sum()) / n
+    assert torch.allclose(box_mask, outputs[0].loss_mask, atol=1e-5)
 
 
 def test_random_sam_vision_encoder_is_not_initialised_at_zero():

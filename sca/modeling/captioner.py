@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModelForCausalLM, PreTrainedModel, SamModel
 
-from sca.data.prompts import PROMPT_TYPES
+from sca.data.prompts import PROMPT_TYPE_IDS, PROMPT_TYPES
 from sca.modeling.caption_mixer import CaptionMixer
 from sca.modeling.sam_regions import SamRegionDecoder
 
@@ -37,6 +37,7 @@ class CaptionHeadConfig:
     num_task_tokens: int = 6
     task_types: list[str] = field(default_factory=lambda: ["recognition", "caption"])
     multimask_output: bool = True
+    single_mask_prompt_types: list[str] = field(default_factory=list)
 
     @classmethod
     def from_model_config(cls, cfg) -> "CaptionHeadConfig":
@@ -47,6 +48,7 @@ class CaptionHeadConfig:
             num_task_tokens=cfg.num_task_tokens,
             task_types=list(cfg.task_types),
             multimask_output=cfg.multimask_output,
+            single_mask_prompt_types=list(cfg.single_mask_prompt_types),
         )
 
 
@@ -83,7 +85,9 @@ class SCACaptioner(nn.Module):
     def __init__(self, sam: SamModel, language_model: PreTrainedModel, head: CaptionHeadConfig):
         super().__init__()
         self.head_config = head
-        self.region_decoder = SamRegionDecoder(sam, multimask_output=head.multimask_output)
+        self.region_decoder = SamRegionDecoder(
+            sam, multimask_output=head.multimask_output, single_mask_prompt_types=head.single_mask_prompt_types
+        )
         self.mixer = CaptionMixer(sam.config.mask_decoder_config, head.mixer_layers, head.num_caption_tokens)
         _check_lm_head(language_model)
         lm_width = language_model.get_input_embeddings().embedding_dim
@@ -144,9 +148,12 @@ class SCACaptioner(nn.Module):
         IoU-token outputs: the same values, but a loss on them trains the IoU head alone.
 
         Returns:
-            pred_masks (R, M, m, m), iou_scores (R, M), caption queries (R, K, C).
+            pred_masks (R, M, m, m), iou_scores (R, M), caption queries (R, K, C); M is 3 when a
+            prompt type present has SAM's multimask output, else 1.
         """
         per_region = image_embeddings[regions["image_index"]]
+        present = regions["prompt_types"].unique().tolist()
+        candidates = max(3 if self.region_decoder.multimask(t) else 1 for t in present) if present else 1
         pred_masks = iou_scores = queries = None
         for type_id, type_name in enumerate(PROMPT_TYPES):
             index = torch.nonzero(regions["prompt_types"] == type_id).squeeze(1)
@@ -165,14 +172,15 @@ class SCACaptioner(nn.Module):
             )
             group_queries = self.mixer(decoded.decoder_tokens, decoded.image_keys, self.region_decoder.image_positions(len(index)))
             if iou_head_only:
-                decoded.iou_scores = self.region_decoder.predict_iou(decoded.decoder_tokens[:, 0].detach())
+                decoded.iou_scores = self.region_decoder.predict_iou(decoded.decoder_tokens[:, 0].detach(), type_id)
             if pred_masks is None:
                 total = len(regions["prompt_types"])
-                pred_masks = decoded.pred_masks.new_zeros((total, *decoded.pred_masks.shape[1:]))
-                iou_scores = decoded.iou_scores.new_zeros((total, decoded.iou_scores.shape[1]))
+                pred_masks = decoded.pred_masks.new_zeros((total, candidates, *decoded.pred_masks.shape[2:]))
+                iou_scores = decoded.iou_scores.new_zeros((total, candidates))
                 queries = group_queries.new_zeros((total, *group_queries.shape[1:]))
-            pred_masks = pred_masks.index_copy(0, index, decoded.pred_masks)
-            iou_scores = iou_scores.index_copy(0, index, decoded.iou_scores)
+            # a single-mask prompt fills every candidate slot: its losses and best-IoU pick are its own
+            pred_masks = pred_masks.index_copy(0, index, decoded.pred_masks.expand(-1, candidates, -1, -1))
+            iou_scores = iou_scores.index_copy(0, index, decoded.iou_scores.expand(-1, candidates))
             queries = queries.index_copy(0, index, group_queries)
         return pred_masks, iou_scores, queries
 
@@ -199,6 +207,7 @@ class SCACaptioner(nn.Module):
         gt_masks: torch.Tensor | None = None,
         region_groups: torch.Tensor | None = None,
         num_groups: int = 1,
+        mask_loss_clicks: bool = False,
     ) -> CaptionerOutput:
         """Teacher-forced caption loss (and SAM's mask loss when ``gt_masks`` is given).
 
@@ -211,6 +220,8 @@ class SCACaptioner(nn.Module):
             region_groups: (R,) group (e.g. source) of each region, in ``[0, num_groups)``: the
                 losses are then (num_groups,) means over each group's tokens / regions, equal to
                 separate forward passes per group. ``None``: one group, scalar losses.
+            mask_loss_clicks: with ``gt_masks``, SAM also decodes one random click inside each
+                non-empty ground-truth mask; its mask and IoU losses count as one more region each.
         """
         image_embeddings = self.region_decoder.encode_images(pixel_values)
         pred_masks, iou_scores, queries = self.encode_regions(image_embeddings, regions, iou_head_only=gt_masks is not None)
@@ -231,7 +242,13 @@ class SCACaptioner(nn.Module):
         loss_mask = loss_iou = None
         if gt_masks is not None:
             region_mask, region_iou = region_mask_losses(pred_masks, iou_scores, gt_masks)
-            loss_mask, loss_iou = _group_means(region_mask, groups, num_groups), _group_means(region_iou, groups, num_groups)
+            mask_groups = groups
+            if mask_loss_clicks:
+                click_mask, click_iou, clicked = self._click_mask_losses(image_embeddings, regions["image_index"], gt_masks)
+                region_mask, region_iou = torch.cat([region_mask, click_mask]), torch.cat([region_iou, click_iou])
+                mask_groups = torch.cat([groups, groups[clicked]])
+            loss_mask = _group_means(region_mask, mask_groups, num_groups)
+            loss_iou = _group_means(region_iou, mask_groups, num_groups)
         if region_groups is None:
             loss_caption, loss_mask, loss_iou = (None if x is None else x[0] for x in (loss_caption, loss_mask, loss_iou))
         return CaptionerOutput(
@@ -242,6 +259,28 @@ class SCACaptioner(nn.Module):
             iou_scores=iou_scores,
             logits=logits,
         )
+
+    def _click_mask_losses(
+        self, image_embeddings: torch.Tensor, image_index: torch.Tensor, gt_masks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """SAM's losses for one uniformly random click inside each non-empty ground-truth mask
+        (SAM alone: no mixer, no caption). Returns per-click mask and IoU losses and the regions clicked."""
+        flat = gt_masks.flatten(1).float()
+        clicked = torch.nonzero(flat.sum(1) > 0).squeeze(1)
+        side = gt_masks.shape[-1]
+        pixel = torch.multinomial(flat[clicked], 1).squeeze(1)
+        scale = self.image_size / side
+        points = torch.stack([pixel % side, pixel // side], dim=-1).to(image_embeddings.dtype).add(0.5).mul(scale)
+        point_type = PROMPT_TYPE_IDS["point"]
+        decoded = self.region_decoder.decode(
+            image_embeddings[image_index[clicked]],
+            point_type,
+            points=points[:, None],
+            point_labels=torch.ones(len(clicked), 1, dtype=torch.long, device=points.device),
+        )
+        iou_scores = self.region_decoder.predict_iou(decoded.decoder_tokens[:, 0].detach(), point_type)
+        click_mask, click_iou = region_mask_losses(decoded.pred_masks, iou_scores, gt_masks[clicked])
+        return click_mask, click_iou, clicked
 
     @torch.no_grad()
     def generate(

@@ -31,12 +31,21 @@ class RegionDecoding:
 
 
 class SamRegionDecoder(nn.Module):
-    """Wraps a ``SamModel``: ``encode_images`` once, then ``decode`` region prompts per prompt type."""
+    """Wraps a ``SamModel``: ``encode_images`` once, then ``decode`` region prompts per prompt type.
 
-    def __init__(self, sam: SamModel, multimask_output: bool = True):
+    With ``multimask_output`` SAM returns 3 candidate masks per prompt, except for the prompt types
+    in ``single_mask_prompt_types``, which get its single-mask output (SAM's own training rule for
+    unambiguous prompts such as boxes).
+    """
+
+    def __init__(self, sam: SamModel, multimask_output: bool = True, single_mask_prompt_types: list[str] = ()):
         super().__init__()
         self.sam = sam
         self.multimask_output = multimask_output
+        unknown = set(single_mask_prompt_types) - set(PROMPT_TYPE_IDS)
+        if unknown:
+            raise ValueError(f"single_mask_prompt_types: unknown prompt types {sorted(unknown)}; known: {list(PROMPT_TYPE_IDS)}")
+        self.single_mask_prompt_ids = {PROMPT_TYPE_IDS[name] for name in single_mask_prompt_types}
         self.trainable = True  # when False, SAM runs without autograd (its outputs need no gradient)
         self.embedding_cache: ImageEmbeddingCache | None = None
         # set by the trainer when every training image has the same pixels each time it is seen
@@ -82,11 +91,15 @@ class SamRegionDecoder(nn.Module):
             return self.embedding_cache.in_training and self.training_images_unaugmented and not encoder_trains
         return not (encoder_trains and torch.is_grad_enabled())
 
-    def predict_iou(self, iou_tokens: torch.Tensor) -> torch.Tensor:
+    def multimask(self, prompt_type: int) -> bool:
+        """Whether prompts of this type get SAM's 3 candidate masks (else its single mask)."""
+        return self.multimask_output and prompt_type not in self.single_mask_prompt_ids
+
+    def predict_iou(self, iou_tokens: torch.Tensor, prompt_type: int) -> torch.Tensor:
         """SAM's IoU head on (R, C) IoU-token outputs of its two-way transformer -> (R, M), sliced
         as its mask decoder slices them (candidates 1-3 with multimask output, else 0)."""
         scores = self.sam.mask_decoder.iou_prediction_head(iou_tokens)
-        return scores[:, 1:] if self.multimask_output else scores[:, :1]
+        return scores[:, 1:] if self.multimask(prompt_type) else scores[:, :1]
 
     def image_positions(self, num_regions: int) -> torch.Tensor:
         return self.sam.get_image_wide_positional_embeddings().expand(num_regions, -1, -1, -1)
@@ -116,7 +129,7 @@ class SamRegionDecoder(nn.Module):
             kwargs["input_masks"] = mask_inputs
         self._captured = None
         with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
-            output = self.sam(image_embeddings=image_embeddings, multimask_output=self.multimask_output, **kwargs)
+            output = self.sam(image_embeddings=image_embeddings, multimask_output=self.multimask(prompt_type), **kwargs)
         tokens, keys = self._captured
         self._captured = None
         num_regions, channels, height, width = image_embeddings.shape
