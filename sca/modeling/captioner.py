@@ -148,17 +148,16 @@ class SCACaptioner(nn.Module):
         IoU-token outputs: the same values, but a loss on them trains the IoU head alone.
 
         Returns:
-            pred_masks (R, M, m, m), iou_scores (R, M), caption queries (R, K, C); M is 3 when a
-            prompt type present has SAM's multimask output, else 1.
+            pred_masks (R, M, m, m), iou_scores (R, M), caption queries (R, K, C); M is SAM's
+            number of candidates when a prompt type present has its multimask output, else 1.
         """
         per_region = image_embeddings[regions["image_index"]]
-        present = regions["prompt_types"].unique().tolist()
-        candidates = max(3 if self.region_decoder.multimask(t) else 1 for t in present) if present else 1
+        groups = {t: torch.nonzero(regions["prompt_types"] == t).squeeze(1) for t in range(len(PROMPT_TYPES))}
+        groups = {t: index for t, index in groups.items() if index.numel() > 0}
+        candidates = max((self.region_decoder.num_masks(t) for t in groups), default=1)
         pred_masks = iou_scores = queries = None
-        for type_id, type_name in enumerate(PROMPT_TYPES):
-            index = torch.nonzero(regions["prompt_types"] == type_id).squeeze(1)
-            if index.numel() == 0:
-                continue
+        for type_id, index in groups.items():
+            type_name = PROMPT_TYPES[type_id]
             mask_inputs = None
             if type_name == "mask":
                 mask_inputs = self._mask_inputs(regions["masks"][index], per_region.dtype)

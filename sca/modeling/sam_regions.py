@@ -95,6 +95,10 @@ class SamRegionDecoder(nn.Module):
         """Whether prompts of this type get SAM's 3 candidate masks (else its single mask)."""
         return self.multimask_output and prompt_type not in self.single_mask_prompt_ids
 
+    def num_masks(self, prompt_type: int) -> int:
+        """Masks SAM returns per prompt of this type."""
+        return self.sam.config.mask_decoder_config.num_multimask_outputs if self.multimask(prompt_type) else 1
+
     def predict_iou(self, iou_tokens: torch.Tensor, prompt_type: int) -> torch.Tensor:
         """SAM's IoU head on (R, C) IoU-token outputs of its two-way transformer -> (R, M), sliced
         as its mask decoder slices them (candidates 1-3 with multimask output, else 0)."""
