@@ -171,9 +171,10 @@ class ModelConfig:
     label_smoothing: float = 0.1
     mask_loss_weight: float = 0.0  # >0 adds SAM's mask loss (useful only when SAM trains)
     iou_loss_weight: float = 1.0  # SAM's IoU-head loss, added whenever the mask loss is on
-    # with the mask loss: also one random click inside each region's ground-truth mask, decoded by
-    # SAM alone (mask and IoU losses, no caption), so that clicks and the "anything" mode's grid work
-    mask_loss_clicks: bool = False
+    # >0, with the mask loss: also one random click inside each region's ground-truth mask, decoded
+    # by SAM alone (mask and IoU losses, no caption), so that clicks and the "anything" mode's grid
+    # work; each click's losses count as this fraction of a region in the means
+    click_loss_weight: float = 0.0
     max_caption_tokens: int = 20  # caption tokens kept (EOS included)
     weights: str = ""  # a checkpoint (.pth) or save_pretrained directory to start from
     generation: GenerationConfig = field(default_factory=GenerationConfig)

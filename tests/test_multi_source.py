@@ -137,7 +137,10 @@ def test_one_forward_pass_for_all_sources_equals_a_pass_per_source():
     those of its own pass (caption tokens of different lengths re-padded)."""
     from sca.modeling.build import build_model
 
-    cfg = load_config(["data=demo_mix", "data.num_workers=0", "data.sources.demo_refs.sampling_ratio=1.0"])
+    # no random clicks: one pass and two passes draw them differently (their grouping is tested in
+    # tests/test_model.py)
+    overrides = ["data=demo_mix", "data.num_workers=0", "data.sources.demo_refs.sampling_ratio=1.0", "model.click_loss_weight=0"]
+    cfg = load_config(overrides)
     torch.manual_seed(0)
     model = build_model(cfg)
     step = next(iter(build_train_loader(cfg.data, model.tokenizer, seed=0)))

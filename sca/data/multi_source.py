@@ -245,6 +245,9 @@ class MultiSourceLoader:
             collate_fn=self.collator,
             num_workers=self.num_workers,
             worker_init_fn=_worker_stop_signals.worker_init_fn() if self.num_workers > 0 else None,
+            # its own generator: creating the iterator (on the first step, whichever that is) then
+            # leaves torch's global RNG alone, so a resumed run's steps draw as an uninterrupted one's
+            generator=torch.Generator().manual_seed(self.sampler_args["seed"]),
         )
         source_batches = iter(loader)  # in sampler order: each step's sources, step after step
         for step in itertools.count(self.start_iter):

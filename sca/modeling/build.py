@@ -77,7 +77,7 @@ def build_model(cfg, loss_weights: dict[str, float] | None = None) -> RegionCapt
         label_smoothing=cfg.model.label_smoothing,
         mask_loss_weight=cfg.model.mask_loss_weight,
         iou_loss_weight=cfg.model.iou_loss_weight,
-        mask_loss_clicks=cfg.model.mask_loss_clicks,
+        click_loss_weight=cfg.model.click_loss_weight,
         generation=cfg.model.generation,
     )
 

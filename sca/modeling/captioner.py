@@ -206,7 +206,7 @@ class SCACaptioner(nn.Module):
         gt_masks: torch.Tensor | None = None,
         region_groups: torch.Tensor | None = None,
         num_groups: int = 1,
-        mask_loss_clicks: bool = False,
+        click_loss_weight: float = 0.0,
     ) -> CaptionerOutput:
         """Teacher-forced caption loss (and SAM's mask loss when ``gt_masks`` is given).
 
@@ -219,8 +219,9 @@ class SCACaptioner(nn.Module):
             region_groups: (R,) group (e.g. source) of each region, in ``[0, num_groups)``: the
                 losses are then (num_groups,) means over each group's tokens / regions, equal to
                 separate forward passes per group. ``None``: one group, scalar losses.
-            mask_loss_clicks: with ``gt_masks``, SAM also decodes one random click inside each
-                non-empty ground-truth mask; its mask and IoU losses count as one more region each.
+            click_loss_weight: > 0, with ``gt_masks``: SAM also decodes one random click inside
+                each non-empty ground-truth mask; each click's mask and IoU losses count as this
+                fraction of a region in the means (1: one more region).
         """
         image_embeddings = self.region_decoder.encode_images(pixel_values)
         pred_masks, iou_scores, queries = self.encode_regions(image_embeddings, regions, iou_head_only=gt_masks is not None)
@@ -241,13 +242,14 @@ class SCACaptioner(nn.Module):
         loss_mask = loss_iou = None
         if gt_masks is not None:
             region_mask, region_iou = region_mask_losses(pred_masks, iou_scores, gt_masks)
-            mask_groups = groups
-            if mask_loss_clicks:
+            mask_groups, weights = groups, torch.ones_like(region_mask)
+            if click_loss_weight > 0:
                 click_mask, click_iou, clicked = self._click_mask_losses(image_embeddings, regions["image_index"], gt_masks)
                 region_mask, region_iou = torch.cat([region_mask, click_mask]), torch.cat([region_iou, click_iou])
                 mask_groups = torch.cat([groups, groups[clicked]])
-            loss_mask = _group_means(region_mask, mask_groups, num_groups)
-            loss_iou = _group_means(region_iou, mask_groups, num_groups)
+                weights = torch.cat([weights, torch.full_like(click_mask, click_loss_weight)])
+            loss_mask = _group_means(region_mask, mask_groups, num_groups, weights)
+            loss_iou = _group_means(region_iou, mask_groups, num_groups, weights)
         if region_groups is None:
             loss_caption, loss_mask, loss_iou = (None if x is None else x[0] for x in (loss_caption, loss_mask, loss_iou))
         return CaptionerOutput(
@@ -411,8 +413,13 @@ def _check_lm_head(language_model: PreTrainedModel) -> None:
             raise ValueError(f"language model {type(language_model).__name__}: {key}={getattr(config, key)} transforms its logits; not supported")
 
 
-def _group_means(values: torch.Tensor, groups: torch.Tensor, num_groups: int) -> torch.Tensor:
-    """(N,) values, (N,) group ids -> (num_groups,) mean per group (NaN for an empty group)."""
-    sums = values.new_zeros(num_groups).index_add(0, groups, values)
-    counts = torch.bincount(groups, minlength=num_groups).to(values.dtype)
+def _group_means(
+    values: torch.Tensor, groups: torch.Tensor, num_groups: int, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """(N,) values, (N,) group ids -> (num_groups,) mean per group, weighted by ``weights`` when
+    given (NaN for an empty group)."""
+    if weights is None:
+        weights = torch.ones_like(values)
+    sums = values.new_zeros(num_groups).index_add(0, groups, values * weights)
+    counts = values.new_zeros(num_groups).index_add(0, groups, weights)
     return sums / counts

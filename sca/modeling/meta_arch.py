@@ -31,7 +31,8 @@ class RegionCaptioner(nn.Module):
         label_smoothing: of the caption cross-entropy (0.1 in the paper).
         mask_loss_weight: >0 adds SAM's mask loss (for runs that train SAM).
         iou_loss_weight: weight of SAM's IoU-prediction loss, added with the mask loss.
-        mask_loss_clicks: the mask loss also covers one random click inside each region's mask.
+        click_loss_weight: >0: the mask loss also covers one random click inside each region's
+            mask, each counting as this fraction of a region.
         generation: decoding settings for inference.
     """
 
@@ -44,7 +45,7 @@ class RegionCaptioner(nn.Module):
         label_smoothing: float,
         mask_loss_weight: float,
         iou_loss_weight: float = 1.0,
-        mask_loss_clicks: bool = False,
+        click_loss_weight: float = 0.0,
         generation: GenerationConfig,
     ):
         super().__init__()
@@ -54,7 +55,7 @@ class RegionCaptioner(nn.Module):
         self.label_smoothing = label_smoothing
         self.mask_loss_weight = mask_loss_weight
         self.iou_loss_weight = iou_loss_weight
-        self.mask_loss_clicks = mask_loss_clicks
+        self.click_loss_weight = click_loss_weight
         self.generation = generation
         self.autocast_dtype: torch.dtype | None = None  # mixed precision (e.g. torch.bfloat16) when set
 
@@ -92,7 +93,7 @@ class RegionCaptioner(nn.Module):
                 regions["attention_mask"],
                 label_smoothing=self.label_smoothing,
                 gt_masks=regions["masks"] if self.mask_loss_weight > 0 and has_masks else None,
-                mask_loss_clicks=self.mask_loss_clicks,
+                click_loss_weight=self.click_loss_weight,
                 region_groups=regions["batch_index"],
                 num_groups=len(names),
             )
