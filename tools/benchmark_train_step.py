@@ -14,7 +14,8 @@ backward of the summed losses, AdamW ``step`` (with the configured gradient clip
 
 Forward pre/post hooks time SAM's image encoder, its decoder (prompt encoder + mask decoder), the
 caption mixer and the language model (from its base model's pre-hook to the end of the forward, so
-the loss is included); "other forward" is the rest of the forward (the batch's copy to the device,
+the loss is included, less the hooked parts it runs: SAM decoding the mask loss's clicks counts as
+SAM decoder); "other forward" is the rest of the forward (the batch's copy to the device,
 normalization, word embeddings, projector, SAM's IoU head). Times are means over ``--steps`` steps
 after ``--warmup`` (synchronized on CUDA at every hook). FLOPs are counted by
 ``torch.utils.flop_counter.FlopCounterMode`` over one extra forward + backward (matmuls,
@@ -119,7 +120,10 @@ class StepTimer:
         self._started[part] = self.now()
 
     def _stop(self, part: str, end: float | None = None) -> None:
-        self.seconds[part] += (end or self.now()) - self._started.pop(part)
+        elapsed = (end or self.now()) - self._started.pop(part)
+        self.seconds[part] += elapsed
+        if part != "LM forward + loss" and "LM forward + loss" in self._started:
+            self.seconds["LM forward + loss"] -= elapsed  # a part run by the loss (SAM decoding clicks) is its own
 
     def step(self, model, batches: dict, optimizer) -> None:
         forward_parts = sum(self.seconds[part] for part in FORWARD_PARTS)
