@@ -242,12 +242,12 @@ class SCACaptioner(nn.Module):
         loss_mask = loss_iou = None
         if gt_masks is not None:
             region_mask, region_iou = region_mask_losses(pred_masks, iou_scores, gt_masks)
-            mask_groups, weights = groups, torch.ones_like(region_mask)
+            mask_groups, weights = groups, None
             if click_loss_weight > 0:
                 click_mask, click_iou, clicked = self._click_mask_losses(image_embeddings, regions["image_index"], gt_masks)
+                weights = torch.cat([torch.ones_like(region_mask), torch.full_like(click_mask, click_loss_weight)])
                 region_mask, region_iou = torch.cat([region_mask, click_mask]), torch.cat([region_iou, click_iou])
                 mask_groups = torch.cat([groups, groups[clicked]])
-                weights = torch.cat([weights, torch.full_like(click_mask, click_loss_weight)])
             loss_mask = _group_means(region_mask, mask_groups, num_groups, weights)
             loss_iou = _group_means(region_iou, mask_groups, num_groups, weights)
         if region_groups is None:
