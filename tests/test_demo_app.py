@@ -36,9 +36,14 @@ def checkpoint(tmp_path_factory):
     return _save_tiny_checkpoint(tmp_path_factory.mktemp("demo_app_model"))
 
 
+# The untrained model's single click mask is empty everywhere; SAM's 3 candidates give the page's
+# "caption everything" (filters opened up) non-empty masks to keep.
+UNTRAINED_CLICKS = ["model.single_mask_prompt_types=[box,mask]"]
+
+
 @pytest.fixture(scope="module")
 def predictor(checkpoint):
-    predictor, notice = load_predictor(load_config(["model=tiny", f"model.weights={checkpoint}"]), "cpu")
+    predictor, notice = load_predictor(load_config(["model=tiny", f"model.weights={checkpoint}", *UNTRAINED_CLICKS]), "cpu")
     assert predictor is not None and notice == ""
     return predictor
 
@@ -156,7 +161,7 @@ def test_page_in_a_real_browser(checkpoint, predictor, demo_image, tmp_path):
     chromium_path()  # a missing browser fails here, loudly
     path, (x, y) = demo_image
     image = np.asarray(Image.open(path).convert("RGB"))
-    with serve_demo_app([f"model.weights={checkpoint}", "app.examples=2", "app.max_side=1024"], tmp_path / "app.log") as server:
+    with serve_demo_app([f"model.weights={checkpoint}", *UNTRAINED_CLICKS, "app.examples=2", "app.max_side=1024"], tmp_path / "app.log") as server:
         with open_page(server.url) as (page, requests):
             # Upload, then click on a shape: one region, captioned by the model.
             page.set_input_files("#sca-image input[type=file]", path)

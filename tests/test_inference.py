@@ -81,7 +81,8 @@ def test_predictor_captions_prompted_regions(predictor, image_path):
     assert regions[1].prompt["points"] == [pytest.approx([30, 40], abs=0.01)]
     for region in regions:
         assert region.mask.shape == (height, width) and region.mask.dtype == bool
-        assert isinstance(region.caption, str) and 0 <= region.iou_score <= 1.5
+        # SAM's IoU head regresses the IoU (MSE, no squashing): after 4 steps it may sit a little outside [0, 1]
+        assert isinstance(region.caption, str) and -0.5 <= region.iou_score <= 1.5
         encoded = region.to_dict()["mask"]
         np.testing.assert_array_equal(mask_util.decode(encoded).astype(bool), region.mask)
     # Same image as an array, same answer (deterministic greedy decoding).

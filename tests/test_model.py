@@ -38,8 +38,10 @@ def random_regions(num_images=2, per_image=3, size=64, mask_size=64, prompt_type
 
 @pytest.fixture(scope="module")
 def tiny():
+    """The tiny preset with SAM's own output rule: single mask for boxes and masks, 3 candidates for
+    clicks (the preset itself gives clicks a single mask too)."""
     torch.manual_seed(0)
-    return build_captioner(tiny_model_config().model).eval()
+    return build_captioner(tiny_model_config(single_mask_prompt_types="[box,mask]").model).eval()
 
 
 @pytest.mark.parametrize("prompt_type", ["box", "point", "mask"])
@@ -52,7 +54,7 @@ def test_masks_and_iou_equal_plain_sam(tiny, prompt_type):
         # Plain SamModel with the same weights, per image with all its regions as a point batch.
         plain = SamModel(tiny.sam.config).eval()
         plain.load_state_dict(tiny.sam.state_dict())
-        # the tiny preset gives boxes and masks SAM's single-mask output, clicks its 3 candidates
+        # boxes and masks get SAM's single-mask output, clicks its 3 candidates
         multimask = prompt_type == "point"
         assert tiny.region_decoder.multimask(PROMPT_TYPE_IDS[prompt_type]) == multimask
         assert masks.shape[1] == iou.shape[1] == (3 if multimask else 1)

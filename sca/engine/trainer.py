@@ -128,7 +128,7 @@ class Trainer(TrainerBase):
         optimizer = build_optimizer(cfg.solver, model)
         # Ranks train on the same sources at every step (lockstep), but which trainable parts a step
         # uses still varies: prompt types are sampled per region (point / mask encoders), and SAM's
-        # IoU head gets no loss when SAM trains; DDP must therefore look for unused parameters.
+        # IoU head gets a loss only with the mask loss; DDP must therefore look for unused parameters.
         device_ids = [comm.get_local_rank()] if device.type == "cuda" else None
         ddp_model = create_ddp_model(model, broadcast_buffers=False, device_ids=device_ids, find_unused_parameters=True)
         if model.autocast_dtype == torch.float16:

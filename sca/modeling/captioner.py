@@ -139,13 +139,8 @@ class SCACaptioner(nn.Module):
         inside_y = (coords[None] >= valid_boxes[:, 1:2]) & (coords[None] < valid_boxes[:, 3:4])
         return pixels * (inside_y[:, None, :, None] & inside_x[:, None, None, :])
 
-    def encode_regions(
-        self, image_embeddings: torch.Tensor, regions: dict, iou_head_only: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def encode_regions(self, image_embeddings: torch.Tensor, regions: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Run SAM and the mixer for every region, grouped by prompt type.
-
-        With ``iou_head_only`` the IoU scores are recomputed by SAM's IoU head from its *detached*
-        IoU-token outputs: the same values, but a loss on them trains the IoU head alone.
 
         Returns:
             pred_masks (R, M, m, m), iou_scores (R, M), caption queries (R, K, C); M is SAM's
@@ -170,8 +165,6 @@ class SCACaptioner(nn.Module):
                 mask_inputs=mask_inputs,
             )
             group_queries = self.mixer(decoded.decoder_tokens, decoded.image_keys, self.region_decoder.image_positions(len(index)))
-            if iou_head_only:
-                decoded.iou_scores = self.region_decoder.predict_iou(decoded.decoder_tokens[:, 0].detach(), type_id)
             if pred_masks is None:
                 total = len(regions["prompt_types"])
                 pred_masks = decoded.pred_masks.new_zeros((total, candidates, *decoded.pred_masks.shape[2:]))
@@ -224,7 +217,7 @@ class SCACaptioner(nn.Module):
                 fraction of a region in the means (1: one more region).
         """
         image_embeddings = self.region_decoder.encode_images(pixel_values)
-        pred_masks, iou_scores, queries = self.encode_regions(image_embeddings, regions, iou_head_only=gt_masks is not None)
+        pred_masks, iou_scores, queries = self.encode_regions(image_embeddings, regions)
         prefix = self.prefix_embeddings(queries, task_type_ids)
         words = self.language_model.get_input_embeddings()(input_ids)
         prefix_length, length = prefix.shape[1], input_ids.shape[1]
@@ -279,8 +272,7 @@ class SCACaptioner(nn.Module):
             points=points[:, None],
             point_labels=torch.ones(len(clicked), 1, dtype=torch.long, device=points.device),
         )
-        iou_scores = self.region_decoder.predict_iou(decoded.decoder_tokens[:, 0].detach(), point_type)
-        click_mask, click_iou = region_mask_losses(decoded.pred_masks, iou_scores, gt_masks[clicked])
+        click_mask, click_iou = region_mask_losses(decoded.pred_masks, decoded.iou_scores, gt_masks[clicked])
         return click_mask, click_iou, clicked
 
     @torch.no_grad()
@@ -376,10 +368,9 @@ def region_mask_losses(
       0.25) collapsed the masks of the from-scratch demo model to near-empty (mask mIoU 0.8 after 500
       iterations against 33 with this loss), so BCE keeps the positive pixels' full weight;
     * IoU loss: mean squared error between the IoU head's prediction for *every* candidate and that
-      candidate's true IoU with the ground truth (binarised at logit 0, no gradient through the target).
-      :meth:`SCACaptioner.forward` passes scores from the IoU head on detached IoU tokens
-      (``encode_regions(iou_head_only=True)``): trained end to end as SAM does, the IoU loss held the
-      from-scratch demo's captions at the colour-only loss (seeds 0 and 1, iteration 850: 0.67 vs 0.19).
+      candidate's true IoU with the ground truth (binarised at logit 0, no gradient through the target);
+      it trains SAM's decoder end to end, as SAM does (the IoU head alone, on detached IoU tokens,
+      ranked the demo's click masks at chance: README).
 
     Args:
         pred_masks: (R, M, m, m) mask logits; iou_scores: (R, M); gt_masks: (R, m', m') binary.

@@ -99,12 +99,6 @@ class SamRegionDecoder(nn.Module):
         """Masks SAM returns per prompt of this type."""
         return self.sam.config.mask_decoder_config.num_multimask_outputs if self.multimask(prompt_type) else 1
 
-    def predict_iou(self, iou_tokens: torch.Tensor, prompt_type: int) -> torch.Tensor:
-        """SAM's IoU head on (R, C) IoU-token outputs of its two-way transformer -> (R, M), sliced
-        as its mask decoder slices them (candidates 1-3 with multimask output, else 0)."""
-        scores = self.sam.mask_decoder.iou_prediction_head(iou_tokens)
-        return scores[:, 1:] if self.multimask(prompt_type) else scores[:, :1]
-
     def image_positions(self, num_regions: int) -> torch.Tensor:
         return self.sam.get_image_wide_positional_embeddings().expand(num_regions, -1, -1, -1)
 
