@@ -265,10 +265,9 @@ class SCACaptioner(nn.Module):
         pixel = torch.multinomial(flat[clicked], 1).squeeze(1)
         scale = self.image_size / side
         points = torch.stack([pixel % side, pixel // side], dim=-1).to(image_embeddings.dtype).add(0.5).mul(scale)
-        point_type = PROMPT_TYPE_IDS["point"]
         decoded = self.region_decoder.decode(
             image_embeddings[image_index[clicked]],
-            point_type,
+            PROMPT_TYPE_IDS["point"],
             points=points[:, None],
             point_labels=torch.ones(len(clicked), 1, dtype=torch.long, device=points.device),
         )
