@@ -157,6 +157,10 @@ class ModelConfig:
     language_model: str = ""
     lm_config: Dict[str, Any] = field(default_factory=dict)
     tokenizer: str = ""  # empty: the LM's own tokenizer if pretrained, else the bundled GPT-2 BPE
+    # > 0, for a language model built from lm_config (not model.language_model) and no model.tokenizer:
+    # training first fits GPT-2's BPE recipe with at most this many tokens to the training sources'
+    # captions, saved in <output_dir>/caption_tokenizer and named in model.tokenizer (sca.engine.caption_vocabulary)
+    caption_vocab_size: int = 0
     num_caption_tokens: int = 8
     mixer_layers: int = 12
     num_task_tokens: int = 6
@@ -299,6 +303,8 @@ def validate(cfg: DictConfig | SCAConfig) -> None:
             raise ConfigError(f"{key}: image_size and max_regions must be positive")
         if mapper.caption_normalization not in CAPTION_NORMALIZATIONS:
             raise ConfigError(f"{key}.caption_normalization: '{mapper.caption_normalization}' is not one of {CAPTION_NORMALIZATIONS}")
+    if 0 < cfg.model.caption_vocab_size <= 257:
+        raise ConfigError(f"model.caption_vocab_size: {cfg.model.caption_vocab_size} does not exceed the 256 bytes and <|endoftext|> (0: off)")
     for dataset, protocols in cfg.data.test_protocols.items():
         unknown = set(protocols) - set(TEST_PROTOCOLS)
         if unknown or not protocols:

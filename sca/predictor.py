@@ -35,6 +35,7 @@ from sca.checkpoints.reference_sca import is_reference_checkpoint, read_referenc
 from sca.config import SCAConfig
 from sca.config_loading import load_config, load_saved_config
 from sca.data.mappers.augmentation import build_augmentation
+from sca.data.caption_tokenizer import FITTED_TOKENIZER_DIR
 from sca.data.prompts import PROMPT_TYPE_IDS
 from sca.evaluation.caption_evaluator import encode_mask
 from sca.modeling.build import build_model, is_pretrained_dir, load_checkpoint
@@ -209,12 +210,15 @@ class RegionCaptionPredictor:
     def from_output_dir(
         cls, output_dir: str, weights: str = "", overrides: list[str] | None = None, device: str | None = None
     ) -> "RegionCaptionPredictor":
-        """From a training run's directory: its ``config.yaml`` and, unless ``weights`` is given,
-        its last checkpoint. ``overrides`` are dotlist changes (e.g. ``["model.generation.num_beams=3"]``)."""
+        """From a training run's directory: its ``config.yaml``, its fitted caption tokenizer if it
+        has one and, unless ``weights`` is given, its last checkpoint. ``overrides`` are dotlist changes (e.g. ``["model.generation.num_beams=3"]``)."""
         config_path = os.path.join(output_dir, "config.yaml")
         if not os.path.isfile(config_path):
             raise FileNotFoundError(f"{output_dir} holds no config.yaml (is it a training output directory?)")
         cfg = load_saved_config(config_path, overrides)
+        fitted_tokenizer = os.path.join(output_dir, FITTED_TOKENIZER_DIR)
+        if os.path.isdir(fitted_tokenizer):  # the run's own vocabulary, wherever the directory is now
+            cfg.model.tokenizer = fitted_tokenizer
         if not weights:
             last = os.path.join(output_dir, "last_checkpoint")
             name = Path(last).read_text().strip() if os.path.isfile(last) else "model_final.pth"

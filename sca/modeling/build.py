@@ -11,7 +11,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, SamConfig, SamModel
 
 from sca.checkpoints.reference_sca import is_reference_checkpoint, load_reference_captioner
 from sca.config import ModelConfig
-from sca.data.caption_tokenizer import CaptionTokenizer
+from sca.data.caption_tokenizer import CaptionTokenizer, fitted_tokenizer_of
 from sca.modeling.captioner import HEAD_CONFIG_FILE, CaptionHeadConfig, SCACaptioner
 from sca.modeling.embedding_cache import ImageEmbeddingCache
 from sca.modeling.meta_arch import RegionCaptioner
@@ -27,10 +27,11 @@ def is_pretrained_dir(path: str) -> bool:
     return bool(path) and ((Path(path) / HEAD_CONFIG_FILE).is_file() or is_reference_checkpoint(path))
 
 
-def build_captioner(cfg: ModelConfig) -> SCACaptioner:
+def build_captioner(cfg: ModelConfig, vocab_size: int | None = None) -> SCACaptioner:
     """SAM and the LM come from ``from_pretrained`` when named, else from their configs (random);
     ``cfg.weights`` naming a saved-model directory (ours or the reference's) replaces both. The
-    image-embedding cache comes from ``cfg.embedding_cache``."""
+    image-embedding cache comes from ``cfg.embedding_cache``. An LM built from its config gets
+    ``vocab_size`` tokens (the tokenizer's) unless ``lm_config`` sets ``vocab_size``."""
     if is_reference_checkpoint(cfg.weights):
         captioner = load_reference_captioner(cfg.weights, cfg)
     elif is_pretrained_dir(cfg.weights):
@@ -41,6 +42,8 @@ def build_captioner(cfg: ModelConfig) -> SCACaptioner:
             language_model = AutoModelForCausalLM.from_pretrained(cfg.language_model)
         else:
             lm_config = dict(cfg.lm_config)
+            if vocab_size is not None:
+                lm_config.setdefault("vocab_size", vocab_size)
             language_model = AutoModelForCausalLM.from_config(AutoConfig.for_model(lm_config.pop("model_type", "gpt2"), **lm_config))
         captioner = SCACaptioner(sam, language_model, CaptionHeadConfig.from_model_config(cfg))
     captioner.set_trainable(sam=cfg.train_sam, caption_head=cfg.train_mixer, language_model=cfg.train_language_model)
@@ -50,8 +53,9 @@ def build_captioner(cfg: ModelConfig) -> SCACaptioner:
 
 
 def build_tokenizer(cfg: ModelConfig) -> CaptionTokenizer:
-    """The configured tokenizer, else the saved/pretrained LM's own, else the bundled GPT-2 BPE."""
-    name = cfg.tokenizer
+    """The configured tokenizer, else the one fitted by the run that saved ``cfg.weights``, else the
+    saved/pretrained LM's own, else the bundled GPT-2 BPE."""
+    name = cfg.tokenizer or fitted_tokenizer_of(cfg.weights)
     if not name and is_pretrained_dir(cfg.weights) and (Path(cfg.weights) / "tokenizer").is_dir():
         name = str(Path(cfg.weights) / "tokenizer")
     if not name and is_reference_checkpoint(cfg.weights) and (Path(cfg.weights) / "tokenizer_config.json").is_file():
@@ -65,8 +69,8 @@ def build_model(cfg, loss_weights: dict[str, float] | None = None) -> RegionCapt
     """The detectron2-facing model for a full ``SCAConfig`` (uses ``cfg.model`` and the sources' loss weights)."""
     if loss_weights is None:
         loss_weights = {name: source.loss_weight for name, source in cfg.data.sources.items()}
-    captioner = build_captioner(cfg.model)
     tokenizer = build_tokenizer(cfg.model)
+    captioner = build_captioner(cfg.model, vocab_size=len(tokenizer))
     trainable = sum(p.numel() for p in captioner.parameters() if p.requires_grad)
     total = sum(p.numel() for p in captioner.parameters())
     logger.info("captioner: %.2fM parameters, %.2fM trainable", total / 1e6, trainable / 1e6)
