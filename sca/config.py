@@ -24,6 +24,7 @@ __all__ = [
     "DataConfig",
     "GenerationConfig",
     "EmbeddingCacheConfig",
+    "AnythingConfig",
     "ModelConfig",
     "SolverConfig",
     "DenseCapEvalConfig",
@@ -142,6 +143,18 @@ class EmbeddingCacheConfig:
 
 
 @dataclass
+class AnythingConfig:
+    """The "anything" mode (no prompts): which grid masks are kept and captioned (sca.predictor)."""
+
+    points_per_side: int = 16  # the grid has points_per_side^2 point prompts
+    pred_iou_thresh: float = 0.5  # SAM's predicted IoU must reach it
+    stability_score_thresh: float = 0.8  # IoU of the mask thresholded at +/- stability_offset
+    stability_offset: float = 1.0  # in mask-logit units
+    nms_iou: float = 0.7  # box IoU above which the lower-scored mask is a duplicate
+    max_regions: int = 64  # at most this many regions, best IoU scores first
+
+
+@dataclass
 class ModelConfig:
     """The captioner: SAM + caption mixer + task tokens + projector + causal LM.
 
@@ -185,6 +198,9 @@ class ModelConfig:
     amp_on_cuda: bool = False  # bf16 autocast on CUDA unless solver.amp says otherwise (the real-size presets)
     mixer_checkpointing: bool = False  # recompute the caption mixer's activations in backward (less memory)
     embedding_cache: EmbeddingCacheConfig = field(default_factory=EmbeddingCacheConfig)
+    # the predictor's "anything"-mode filters for this model: what a stable mask is depends on the
+    # mask resolution relative to the objects and on the logit scale the model learned
+    anything: AnythingConfig = field(default_factory=AnythingConfig)
 
 
 @dataclass
@@ -210,7 +226,7 @@ class SolverConfig:
 class DenseCapEvalConfig:
     """The ``densecap`` protocol: regions from the "anything" mode, dense-captioning mAP."""
 
-    anything: Dict[str, Any] = field(default_factory=dict)  # AnythingConfig fields (sca.predictor) to override
+    anything: Dict[str, Any] = field(default_factory=dict)  # AnythingConfig fields to override (on model.anything)
     conventions: str = "sca"  # "sca" or "densecap_lua" (sca.evaluation.dense_captioning)
 
 

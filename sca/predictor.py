@@ -10,7 +10,8 @@
 
 Without prompts, the "anything" mode prompts SAM with a regular grid of points, keeps the confident
 and stable masks, removes duplicates with non-maximum suppression on their boxes and captions the
-rest (only when neither ``boxes`` nor ``points`` is given: empty prompt lists are an error).
+rest (only when neither ``boxes`` nor ``points`` is given: empty prompt lists are an error); its
+filters default to the model preset's (``model.anything``).
 Prompts are given in image pixels (boxes XYXY, points XY); parts outside the image are clipped
 with a warning; a prompt that is not finite (NaN, inf) is an error. A point region is one point,
 or several positive / negative points.
@@ -32,7 +33,7 @@ from torchvision.ops import masks_to_boxes, nms
 
 from sca.checkpoints.presets import matching_presets, saved_architecture
 from sca.checkpoints.reference_sca import is_reference_checkpoint, read_reference_config, reference_architecture
-from sca.config import SCAConfig
+from sca.config import AnythingConfig, SCAConfig
 from sca.config_loading import load_config, load_saved_config
 from sca.data.mappers.augmentation import build_augmentation
 from sca.data.caption_tokenizer import FITTED_TOKENIZER_DIR
@@ -41,21 +42,11 @@ from sca.evaluation.caption_evaluator import encode_mask
 from sca.modeling.build import build_model, is_pretrained_dir, load_checkpoint
 from sca.modeling.postprocessing import masks_to_image_frame, prompts_to_image_frame, region_box
 
-__all__ = ["AnythingConfig", "EncodedImage", "RegionPrediction", "RegionCaptionPredictor", "read_rgb_image", "select_masks"]
+__all__ = [
+    "AnythingConfig", "EncodedImage", "RegionPrediction", "RegionCaptionPredictor", "read_rgb_image", "select_masks",
+]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class AnythingConfig:
-    """The "anything" mode (no prompts): which grid masks are kept and captioned."""
-
-    points_per_side: int = 16  # the grid has points_per_side^2 point prompts
-    pred_iou_thresh: float = 0.5  # SAM's predicted IoU must reach it
-    stability_score_thresh: float = 0.8  # IoU of the mask thresholded at +/- stability_offset
-    stability_offset: float = 1.0  # in mask-logit units
-    nms_iou: float = 0.7  # box IoU above which the lower-scored mask is a duplicate
-    max_regions: int = 64  # at most this many regions, best IoU scores first
 
 
 @dataclass
@@ -205,6 +196,7 @@ class RegionCaptionPredictor:
             load_checkpoint(self.model, str(weights or cfg.model.weights))
             self.model.eval()
         self.augmentations = T.AugmentationList(build_augmentation(cfg.data.test_mapper, is_train=False))
+        self.anything: AnythingConfig = cfg.model.anything  # the anything mode's default settings
 
     @classmethod
     def from_output_dir(
@@ -291,7 +283,7 @@ class RegionCaptionPredictor:
                 given but both empty is an error.
             point_labels: (N, P) 1 (positive) or 0 (negative) for (N, P, 2) points; default all 1.
             task_type: one of the model's task types; default: the config's test task type.
-            anything: settings of the "anything" mode.
+            anything: settings of the "anything" mode; default: the model's (:attr:`anything`).
 
         Returns:
             list of :class:`RegionPrediction`: boxes first, then points, in the given order; in
@@ -312,7 +304,7 @@ class RegionCaptionPredictor:
             raise ValueError("no prompt given (empty boxes / points); pass boxes=None and points=None for the anything mode")
         transforms, valid_box = encoded.transforms, encoded.valid_box
         if anything_mode:
-            settings = anything or AnythingConfig()
+            settings = anything or self.anything
             model_points = self._anything_points(encoded.embeddings, transforms, valid_box, height, width, settings)
             regions = self._regions(np.zeros((0, 4), np.float32), model_points)
         else:

@@ -135,6 +135,19 @@ def test_anything_mode_captions_distinct_regions(predictor, image_path):
     assert scores == sorted(scores, reverse=True)
 
 
+def test_anything_mode_defaults_to_the_models_filters(trained_run, image_path):
+    overrides = [f"model.anything.{key}={value}" for key, value in
+                 {"points_per_side": 6, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.0, "nms_iou": 1.0}.items()]
+    predictor = RegionCaptionPredictor.from_output_dir(str(trained_run), overrides=overrides, device="cpu")
+    assert predictor.anything == AnythingConfig(points_per_side=6, pred_iou_thresh=0.0, stability_score_thresh=0.0, nms_iou=1.0)
+    height, width = np.asarray(Image.open(image_path)).shape[:2]
+    grid = [((i + 0.5) * width / 6, (j + 0.5) * height / 6) for i in range(6) for j in range(6)]
+    regions = predictor(image_path)  # no settings given: the model's 6x6 grid, nothing filtered but empty masks
+    assert 1 <= len(regions) <= 36
+    assert all(min(abs(px - x) + abs(py - y) for x, y in grid) < 0.02 for px, py in (r.prompt["points"][0] for r in regions))
+    assert len(predictor(image_path, anything=AnythingConfig(points_per_side=1, pred_iou_thresh=0.0, stability_score_thresh=0.0))) <= 1
+
+
 def test_predict_cli_writes_json_and_drawing(trained_run, image_path, tmp_path, capsys, load_tool):
     predict = load_tool("predict")
     out_json, out_png = tmp_path / "regions.json", tmp_path / "regions.png"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 
 import sca  # noqa: F401  (detectron2 compatibility first)
 import sca.data.datasets  # noqa: F401  (registers the sources)
@@ -40,7 +41,7 @@ def evaluate(
     evaluator = DenseCaptioningEvaluator(
         dataset, conventions=conventions, normalization=predictor.cfg.data.test_mapper.caption_normalization
     )
-    inference_on_dataset(AnythingModeCaptioner(predictor, anything or AnythingConfig(), task_type), loader, evaluator)
+    inference_on_dataset(AnythingModeCaptioner(predictor, anything or predictor.anything, task_type), loader, evaluator)
     return evaluator.report
 
 
@@ -53,19 +54,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--task-type", default=None)
     parser.add_argument("--device", default=None)
     parser.add_argument("--conventions", choices=CONVENTIONS, default="sca", help="IoU and recall-level conventions")
-    parser.add_argument("--points-per-side", type=int, default=AnythingConfig.points_per_side)
-    parser.add_argument("--pred-iou-thresh", type=float, default=AnythingConfig.pred_iou_thresh)
-    parser.add_argument("--stability-thresh", type=float, default=AnythingConfig.stability_score_thresh)
-    parser.add_argument("--max-regions", type=int, default=AnythingConfig.max_regions)
+    parser.add_argument("--points-per-side", type=int, help="anything mode grid (default: the model's, model.anything)")
+    parser.add_argument("--pred-iou-thresh", type=float, help="anything mode (default: the model's)")
+    parser.add_argument("--stability-thresh", type=float, dest="stability_score_thresh", help="anything mode (default: the model's)")
+    parser.add_argument("--max-regions", type=int, help="anything mode (default: the model's)")
     parser.add_argument("--output", default="", help="write the results (AP breakdown included) to this JSON file")
     args = parser.parse_args(argv)
     predictor = RegionCaptionPredictor.from_output_dir(args.model_dir, args.weights, device=args.device)
-    anything = AnythingConfig(
-        points_per_side=args.points_per_side,
-        pred_iou_thresh=args.pred_iou_thresh,
-        stability_score_thresh=args.stability_thresh,
-        max_regions=args.max_regions,
-    )
+    given = {key: getattr(args, key) for key in ("points_per_side", "pred_iou_thresh", "stability_score_thresh", "max_regions")}
+    anything = replace(predictor.anything, **{key: value for key, value in given.items() if value is not None})
     results = evaluate(predictor, args.dataset, args.max_images, anything, args.task_type, args.conventions)
     print(f"{args.dataset}: mAP {results['mAP']:.2f}  detection mAP {results['detection_mAP']:.2f}  "
           f"({results['num_predictions']} predictions, {results['num_ground_truth']} ground-truth regions); "

@@ -20,12 +20,13 @@ import json
 import logging
 import os
 import sys
+from dataclasses import replace
 
 from PIL import Image
 
 import sca  # noqa: F401  (detectron2 compatibility first)
 from sca.modeling.build import is_pretrained_dir
-from sca.predictor import AnythingConfig, RegionCaptionPredictor, read_rgb_image
+from sca.predictor import RegionCaptionPredictor, read_rgb_image
 from sca.visualizer import draw_regions
 
 
@@ -39,10 +40,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--task-type", default=None, help="e.g. recognition or caption (default: the config's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--points-per-side", type=int, default=AnythingConfig.points_per_side, help="anything mode grid")
-    parser.add_argument("--pred-iou-thresh", type=float, default=AnythingConfig.pred_iou_thresh, help="anything mode")
-    parser.add_argument("--stability-thresh", type=float, default=AnythingConfig.stability_score_thresh, help="anything mode")
-    parser.add_argument("--max-regions", type=int, default=AnythingConfig.max_regions, help="anything mode")
+    parser.add_argument("--points-per-side", type=int, help="anything mode grid (default: the model's, model.anything)")
+    parser.add_argument("--pred-iou-thresh", type=float, help="anything mode (default: the model's)")
+    parser.add_argument("--stability-thresh", type=float, dest="stability_score_thresh", help="anything mode (default: the model's)")
+    parser.add_argument("--max-regions", type=int, help="anything mode (default: the model's)")
     parser.add_argument("--json", default="", help="write the regions (masks as RLE) to this JSON file")
     parser.add_argument("--vis", default="", help="draw the regions into this PNG file")
     return parser.parse_args(argv)
@@ -60,12 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         predictor = RegionCaptionPredictor.from_checkpoint(args.model_dir, args.set, args.device)
     else:
         predictor = RegionCaptionPredictor.from_output_dir(args.model_dir, args.weights, args.set, args.device)
-    anything = AnythingConfig(
-        points_per_side=args.points_per_side,
-        pred_iou_thresh=args.pred_iou_thresh,
-        stability_score_thresh=args.stability_thresh,
-        max_regions=args.max_regions,
-    )
+    given = {key: getattr(args, key) for key in ("points_per_side", "pred_iou_thresh", "stability_score_thresh", "max_regions")}
+    anything = replace(predictor.anything, **{key: value for key, value in given.items() if value is not None})
     try:
         regions = predictor(image, boxes=args.box or None, points=args.point or None, task_type=args.task_type, anything=anything)
     except ValueError as error:

@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
@@ -185,7 +185,8 @@ class DemoPage:
     def everything(self, session, task_type, points_per_side, pred_iou_thresh, stability_thresh, max_regions):
         if session is None or self.predictor is None:
             return self._unavailable(session) if self.predictor is None else self._outputs(None, ["Upload an image first."])
-        settings = AnythingConfig(
+        settings = replace(
+            self.predictor.anything,
             points_per_side=int(points_per_side),
             pred_iou_thresh=float(pred_iou_thresh),
             stability_score_thresh=float(stability_thresh),
@@ -210,7 +211,7 @@ class DemoPage:
 def build_page(predictor: RegionCaptionPredictor | None, notice: str, options: DemoAppConfig, examples: list[str]) -> gr.Blocks:
     """The page's layout and events. ``notice`` (a load failure or warning) is shown at the top."""
     page = DemoPage(predictor, notice, options)
-    defaults = AnythingConfig()
+    defaults = predictor.anything if predictor is not None else AnythingConfig()  # the sliders start at the model's
     with gr.Blocks(title="SCA: segment and caption anything", analytics_enabled=False) as blocks:
         gr.Markdown(INTRO)
         gr.Markdown(f"**{notice}**" if notice else "", elem_id="sca-notice", visible=bool(notice))

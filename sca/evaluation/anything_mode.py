@@ -52,18 +52,16 @@ def evaluate_anything_mode(
 
     Args:
         predictor: a :class:`sca.predictor.RegionCaptionPredictor`.
-        anything: :class:`sca.predictor.AnythingConfig` (its defaults when ``None``).
+        anything: :class:`sca.predictor.AnythingConfig` (the model's, ``predictor.anything``, when ``None``).
     """
     # imported here: the evaluator module builds on this one's ground_truth_regions / matched_regions
     from detectron2.evaluation import inference_on_dataset
 
     from sca.evaluation.dense_captioning_evaluator import AnythingModeCaptioner, DenseCaptioningEvaluator, build_dense_captioning_loader
-    from sca.predictor import AnythingConfig
-
     evaluator = DenseCaptioningEvaluator(
         dataset, normalization=predictor.cfg.data.test_mapper.caption_normalization, match_iou=match_iou
     )
-    model = AnythingModeCaptioner(predictor, anything or AnythingConfig(), task_type)
+    model = AnythingModeCaptioner(predictor, anything or predictor.anything, task_type)
     inference_on_dataset(model, build_dense_captioning_loader(dataset, max_images), evaluator)
     report = evaluator.report
     dense = {k: v for k, v in report.items() if k not in ("anything_recall", "num_ground_truth_masks")}

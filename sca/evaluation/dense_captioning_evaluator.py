@@ -198,8 +198,8 @@ class DenseCaptioningEvaluator(DatasetEvaluator):
 def evaluate_dense_captioning(cfg, model, dataset_name: str) -> dict:
     """The ``densecap`` protocol on one split with ``model`` (a ``RegionCaptioner``, e.g. the one
     being trained): ``{"densecap": {"mAP", "detection_mAP"}}`` on rank 0."""
-    anything = AnythingConfig(**dict(cfg.evaluation.densecap.anything))
     predictor = RegionCaptionPredictor(cfg, model=model)
+    anything = replace(predictor.anything, **dict(cfg.evaluation.densecap.anything))
     task_type = cfg.data.test_task_types.get(dataset_name, cfg.data.test_task_type)
     loader = build_dense_captioning_loader(dataset_name, cfg.evaluation.max_images, cfg.data.num_workers)
     evaluator = DenseCaptioningEvaluator(
