@@ -9,7 +9,7 @@ import pytest
 
 from sca.config_loading import load_config
 from sca.data.caption_corpus import training_captions
-from sca.data.caption_tokenizer import FITTED_TOKENIZER_DIR, CaptionTokenizer, fit_caption_tokenizer
+from sca.data.caption_tokenizer import FITTED_TOKENIZER_DIR, CaptionTokenizer, fit_caption_tokenizer, load_gpt2_tokenizer
 from sca.data.datasets.register_demo import DEMO_CATEGORIES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +44,22 @@ def test_a_tokenizer_fitted_to_the_demo_captions_is_small_exact_and_deterministi
         fit_caption_tokenizer(demo_captions, 200)
 
 
+
+def test_remembered_encodings_equal_fresh_ones_and_callers_cannot_change_them(monkeypatch):
+    tokenizer = CaptionTokenizer(load_gpt2_tokenizer(), max_tokens=4)
+    captions = ["red ring", "the blue square left of a green triangle", "red ring"]
+    first = tokenizer.encode(captions)
+    assert first == [CaptionTokenizer(load_gpt2_tokenizer(), max_tokens=4).encode([c])[0] for c in captions]
+    assert len(first[1]) == 4 and first[1][-1] == tokenizer.eos_token_id  # truncated, EOS kept
+    first[0].append(99)
+    monkeypatch.setattr(CaptionTokenizer, "MEMORY", 3)
+    calls = []
+    call = tokenizer.tokenizer.__class__.__call__
+    monkeypatch.setattr(tokenizer.tokenizer.__class__, "__call__", lambda self, texts, **kw: calls.append(list(texts)) or call(self, texts, **kw))
+    assert tokenizer.encode(["red ring"]) == [first[2]]  # remembered: no tokenizer call, unchanged by the caller
+    assert tokenizer.encode(["green ring", "yellow ring"])[1][-1] == tokenizer.eos_token_id  # 4 > MEMORY: forgotten, refilled
+    assert calls == [["green ring", "yellow ring"]] and len(tokenizer._encoded) == 2
+
 @pytest.mark.slow
 def test_a_training_run_saves_its_tokenizer_and_the_predictor_reads_it_wherever_the_run_moves(tmp_path):
     import torch
@@ -51,7 +67,7 @@ def test_a_training_run_saves_its_tokenizer_and_the_predictor_reads_it_wherever_
     from sca.predictor import RegionCaptionPredictor
 
     trained_run = tmp_path / "run"
-    overrides = [f"output_dir={trained_run}", "model.caption_vocab_size=512", "solver.max_iter=4", "data.num_workers=0",
+    overrides = [f"output_dir={trained_run}", "solver.max_iter=4", "data.num_workers=0",
                  "evaluation.max_images=2", "evaluation.metrics=[exact_match]"]
     result = subprocess.run([sys.executable, "train_net.py", *overrides], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -63,7 +79,9 @@ def test_a_training_run_saves_its_tokenizer_and_the_predictor_reads_it_wherever_
     assert predictor.cfg.model.tokenizer == str(moved / FITTED_TOKENIZER_DIR)
     vocabulary = len(predictor.model.tokenizer)
     assert vocabulary < 1000
-    assert predictor.captioner.language_model.get_input_embeddings().weight.shape[0] == vocabulary
+    lm = predictor.captioner.language_model
+    assert lm.get_input_embeddings().weight.shape[0] == vocabulary
+    assert lm.config.eos_token_id == lm.config.bos_token_id == predictor.model.tokenizer.eos_token_id < vocabulary
     weights = torch.load(moved / "model_final.pth", weights_only=False)["model"]
     assert any(value.shape[0] == vocabulary for key, value in weights.items() if key.endswith("wte.weight"))
     # a checkpoint of the run (eval_only, fine-tuning) brings the tokenizer saved next to it

@@ -5,7 +5,8 @@
     python tools/benchmark_train_step.py --threads 2 --images 1 --regions 4 --steps 2 --mixer-checkpointing model=sam_vit_b_gpt2
 
 The model preset is built with random weights (no download; ``model=...`` and other Hydra
-overrides select it). A step is what the trainer runs: ``RegionCaptioner`` in training mode on one
+overrides select it); a preset with ``model.caption_vocab_size`` gets an LM of that many tokens
+(what the tokenizer a training run fits has at most). A step is what the trainer runs: ``RegionCaptioner`` in training mode on one
 per-source batch (``--images`` random images, ``--regions`` box prompts each, captions of
 ``--caption-tokens`` random tokens, in the layout of :func:`sca.data.region_batch.collate_regions`),
 backward of the summed losses, AdamW ``step`` (with the configured gradient clipping) and
@@ -153,6 +154,9 @@ def measure(args, overrides: list[str], precision: str, checkpointing: bool) -> 
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(overrides + ["model.sam=", "model.language_model=", "model.weights="])
+    if cfg.model.caption_vocab_size > 0 and not cfg.model.tokenizer:  # a run fits a tokenizer of at most this size
+        size = cfg.model.caption_vocab_size
+        cfg.model.lm_config.update(vocab_size=size, bos_token_id=size - 1, eos_token_id=size - 1)
     torch.manual_seed(0)
     model = build_model(cfg).to(device).train()
     model.autocast_dtype = PRECISIONS[precision]

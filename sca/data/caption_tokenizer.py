@@ -50,13 +50,20 @@ def fitted_tokenizer_of(weights: str) -> str:
 
 
 class CaptionTokenizer:
-    """Turns captions into EOS-terminated id lists of at most ``max_tokens`` ids (picklable)."""
+    """Turns captions into EOS-terminated id lists of at most ``max_tokens`` ids (picklable).
+
+    Encodings are remembered per caption text (up to :attr:`MEMORY` captions, then forgotten at
+    once): class-name captions repeat in every image, and the tokenizer's call costs more than the BPE.
+    """
+
+    MEMORY = 1 << 16
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, max_tokens: int = 20):
         if tokenizer.eos_token_id is None:
             raise ValueError("the caption tokenizer needs an EOS token")
         self.tokenizer = tokenizer
         self.max_tokens = max_tokens
+        self._encoded: dict[str, tuple[int, ...]] = {}
 
     @classmethod
     def from_config(cls, name_or_path: str, max_tokens: int) -> "CaptionTokenizer":
@@ -77,8 +84,13 @@ class CaptionTokenizer:
         return self.eos_token_id if pad is None else pad
 
     def encode(self, captions: list[str]) -> list[list[int]]:
-        ids = self.tokenizer(list(captions), add_special_tokens=False)["input_ids"]
-        return [tokens[: self.max_tokens - 1] + [self.eos_token_id] for tokens in ids]
+        new = [caption for caption in dict.fromkeys(captions) if caption not in self._encoded]
+        if new:
+            if len(self._encoded) + len(new) > self.MEMORY:
+                self._encoded.clear()
+            ids = self.tokenizer(new, add_special_tokens=False)["input_ids"]
+            self._encoded.update((c, (*tokens[: self.max_tokens - 1], self.eos_token_id)) for c, tokens in zip(new, ids))
+        return [list(self._encoded[caption]) for caption in captions]
 
     def decode(self, ids: list[list[int]]) -> list[str]:
         """Text up to the first EOS, whitespace-stripped."""

@@ -27,11 +27,11 @@ def is_pretrained_dir(path: str) -> bool:
     return bool(path) and ((Path(path) / HEAD_CONFIG_FILE).is_file() or is_reference_checkpoint(path))
 
 
-def build_captioner(cfg: ModelConfig, vocab_size: int | None = None) -> SCACaptioner:
+def build_captioner(cfg: ModelConfig, tokenizer: CaptionTokenizer | None = None) -> SCACaptioner:
     """SAM and the LM come from ``from_pretrained`` when named, else from their configs (random);
     ``cfg.weights`` naming a saved-model directory (ours or the reference's) replaces both. The
     image-embedding cache comes from ``cfg.embedding_cache``. An LM built from its config gets
-    ``vocab_size`` tokens (the tokenizer's) unless ``lm_config`` sets ``vocab_size``."""
+    ``tokenizer``'s size and EOS (as its BOS / EOS ids) unless ``lm_config`` sets them."""
     if is_reference_checkpoint(cfg.weights):
         captioner = load_reference_captioner(cfg.weights, cfg)
     elif is_pretrained_dir(cfg.weights):
@@ -42,8 +42,9 @@ def build_captioner(cfg: ModelConfig, vocab_size: int | None = None) -> SCACapti
             language_model = AutoModelForCausalLM.from_pretrained(cfg.language_model)
         else:
             lm_config = dict(cfg.lm_config)
-            if vocab_size is not None:
-                lm_config.setdefault("vocab_size", vocab_size)
+            if tokenizer is not None:
+                for key, value in (("vocab_size", len(tokenizer)), ("bos_token_id", tokenizer.eos_token_id), ("eos_token_id", tokenizer.eos_token_id)):
+                    lm_config.setdefault(key, value)
             language_model = AutoModelForCausalLM.from_config(AutoConfig.for_model(lm_config.pop("model_type", "gpt2"), **lm_config))
         captioner = SCACaptioner(sam, language_model, CaptionHeadConfig.from_model_config(cfg))
     captioner.set_trainable(sam=cfg.train_sam, caption_head=cfg.train_mixer, language_model=cfg.train_language_model)
@@ -70,7 +71,7 @@ def build_model(cfg, loss_weights: dict[str, float] | None = None) -> RegionCapt
     if loss_weights is None:
         loss_weights = {name: source.loss_weight for name, source in cfg.data.sources.items()}
     tokenizer = build_tokenizer(cfg.model)
-    captioner = build_captioner(cfg.model, vocab_size=len(tokenizer))
+    captioner = build_captioner(cfg.model, tokenizer)
     trainable = sum(p.numel() for p in captioner.parameters() if p.requires_grad)
     total = sum(p.numel() for p in captioner.parameters())
     logger.info("captioner: %.2fM parameters, %.2fM trainable", total / 1e6, trainable / 1e6)
