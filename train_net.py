@@ -1,6 +1,6 @@
 """Train and evaluate the SAM-prompted region captioner (SCA) with Hydra configuration.
 
-    python train_net.py                                   # demo: two mixed sources, tiny model on CPU, ~4 minutes
+    python train_net.py                                   # demo: two mixed sources, tiny model on CPU, ~3 minutes
     python train_net.py data=demo model=tiny solver.max_iter=200
     python train_net.py model=sam_vit_h_gpt2_large data=... solver.max_iter=100000
     python train_net.py eval_only=true model.weights=output/demo_mix-tiny/model_final.pth

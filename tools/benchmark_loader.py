@@ -122,8 +122,9 @@ def register_replicated(total: int) -> str:
     return suffix
 
 
-def measure(args, kind: str, workers: int, records: int, results) -> None:
-    """Runs in a fresh process: build the loader, time ``args.steps`` steps after a warmup."""
+def measure(args, kind: str, workers: int, records: int, results, release) -> None:
+    """Runs in a fresh process: build the loader, time ``args.steps`` steps after a warmup; then
+    keep the loader (and its workers) alive until ``release`` is set, for a last memory sample."""
     import torch
 
     import sca  # noqa: F401
@@ -152,6 +153,7 @@ def measure(args, kind: str, workers: int, records: int, results) -> None:
         images += sum(len(batch["image_ids"]) for batch in next(steps).values())
     elapsed, cpu = time.perf_counter() - start, tree_cpu_seconds(psutil.Process()) - cpu_start
     results.put((images / elapsed, 1000 * cpu / images))
+    release.wait(60)
 
 
 def tree_cpu_seconds(process: psutil.Process) -> float:
@@ -178,8 +180,8 @@ def tree_memory(process: psutil.Process) -> tuple[int, int, int]:
 def run(args, kind: str, workers: int, records: int = 0, monitored: bool = False) -> dict:
     """One configuration in a fresh process: throughput (timed run) or memory peaks (monitored run)."""
     context = multiprocessing.get_context("fork")  # this process has imported nothing heavy yet
-    results = context.Queue()
-    child = context.Process(target=measure, args=(args, kind, workers, records, results))
+    results, release = context.Queue(), context.Event()
+    child = context.Process(target=measure, args=(args, kind, workers, records, results, release))
     child.start()
     tree, peak = psutil.Process(child.pid), (0, 0, 0)
     while child.is_alive() and results.empty():
@@ -190,6 +192,9 @@ def run(args, kind: str, workers: int, records: int = 0, monitored: bool = False
         images_per_s, cpu_ms_per_image = results.get(timeout=60)
     except queue.Empty:
         raise RuntimeError(f"{kind} with {workers} workers failed (exit code {child.exitcode})") from None
+    if monitored:  # every worker is alive now: a short run could otherwise end between two samples
+        peak = tuple(max(a, b) for a, b in zip(peak, tree_memory(tree)))
+    release.set()
     child.join()
     if monitored:
         return {"kind": kind, "workers": workers, "records": records, "processes": peak[0], "rss_mib": peak[1] / 2**20,
