@@ -13,7 +13,7 @@ from typing import Iterator
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from sca.config import DataConfig
+from sca.config import DataConfig, StartupError
 from sca.data.caption_normalization import normalize_captions
 
 __all__ = ["training_captions"]
@@ -22,7 +22,11 @@ logger = logging.getLogger(__name__)
 
 
 def training_captions(cfg: DataConfig) -> Iterator[str]:
-    """Every class caption and annotation sentence of the training sources' registered datasets."""
+    """Every class caption and annotation sentence of the training sources' registered datasets.
+
+    Raises:
+        StartupError: a dataset's files are missing.
+    """
     for name, source in cfg.sources.items():
         if source.stream.shards:
             logger.warning("caption corpus: source '%s' is streamed; its captions are not read", name)
@@ -31,7 +35,11 @@ def training_captions(cfg: DataConfig) -> Iterator[str]:
             if source.task_type == "recognition":
                 metadata = MetadataCatalog.get(dataset)
                 yield from metadata.get("class_captions", metadata.get("stuff_classes", []))
-            for record in DatasetCatalog.get(dataset):
+            try:
+                records = DatasetCatalog.get(dataset)
+            except FileNotFoundError as error:  # as the train loader reports it: one line at start-up
+                raise StartupError(f"dataset {dataset}: {error}") from None
+            for record in records:
                 for annotation in record.get("annotations", ()):
                     if "sentences" in annotation:
                         yield from normalize_captions(annotation["sentences"], source.mapper.caption_normalization)

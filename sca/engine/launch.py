@@ -53,7 +53,8 @@ def setup(cfg: SCAConfig) -> None:
     if cfg.num_threads > 0:
         torch.set_num_threads(cfg.num_threads)
     seed_all_rng(cfg.seed + rank)
-    use_fitted_caption_tokenizer(cfg)
+    with exit_on_startup_error(report=comm.is_main_process()):  # a training dataset's files missing
+        use_fitted_caption_tokenizer(cfg)
     if comm.is_main_process():
         path = os.path.join(cfg.output_dir, "config.yaml")
         OmegaConf.save(OmegaConf.structured(cfg), path)
