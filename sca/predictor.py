@@ -35,8 +35,8 @@ from sca.checkpoints.presets import matching_presets, saved_architecture
 from sca.checkpoints.reference_sca import is_reference_checkpoint, read_reference_config, reference_architecture
 from sca.config import AnythingConfig, SCAConfig
 from sca.config_loading import load_config, load_saved_config
-from sca.data.mappers.augmentation import build_augmentation
 from sca.data.caption_tokenizer import FITTED_TOKENIZER_DIR
+from sca.data.mappers.augmentation import build_augmentation
 from sca.data.prompts import PROMPT_TYPE_IDS
 from sca.evaluation.caption_evaluator import encode_mask
 from sca.modeling.build import build_model, is_pretrained_dir, load_checkpoint

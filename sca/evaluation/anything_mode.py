@@ -58,6 +58,7 @@ def evaluate_anything_mode(
     from detectron2.evaluation import inference_on_dataset
 
     from sca.evaluation.dense_captioning_evaluator import AnythingModeCaptioner, DenseCaptioningEvaluator, build_dense_captioning_loader
+
     evaluator = DenseCaptioningEvaluator(
         dataset, normalization=predictor.cfg.data.test_mapper.caption_normalization, match_iou=match_iou
     )
