@@ -19,6 +19,8 @@ or several positive / negative points.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -43,7 +45,8 @@ from sca.modeling.build import build_model, is_pretrained_dir, load_checkpoint
 from sca.modeling.postprocessing import masks_to_image_frame, prompts_to_image_frame, region_box
 
 __all__ = [
-    "AnythingConfig", "EncodedImage", "RegionPrediction", "RegionCaptionPredictor", "read_rgb_image", "select_masks",
+    "AnythingConfig", "EncodedImage", "RegionPrediction", "RegionCaptionPredictor", "add_anything_arguments",
+    "anything_from_arguments", "read_rgb_image", "select_masks",
 ]
 
 logger = logging.getLogger(__name__)
@@ -133,6 +136,22 @@ def select_masks(logits: torch.Tensor, scores: torch.Tensor, settings: AnythingC
         return index
     kept = nms(masks_to_boxes(binary[index]).float(), scores[index].float(), settings.nms_iou)
     return index[kept[: settings.max_regions]]
+
+
+_ANYTHING_FLAGS = {"points_per_side": int, "pred_iou_thresh": float, "stability_score_thresh": float, "max_regions": int}
+
+
+def add_anything_arguments(parser: argparse.ArgumentParser) -> None:
+    """Command-line flags for the anything mode's settings; unset, each keeps the model's (``model.anything``)."""
+    for field_name, kind in _ANYTHING_FLAGS.items():
+        flag = "--stability-thresh" if field_name == "stability_score_thresh" else "--" + field_name.replace("_", "-")
+        parser.add_argument(flag, type=kind, dest=field_name, help="anything mode (default: the model's, model.anything)")
+
+
+def anything_from_arguments(args: argparse.Namespace, defaults: AnythingConfig) -> AnythingConfig:
+    """``defaults`` with the flags of :func:`add_anything_arguments` that were given."""
+    given = {name: getattr(args, name) for name in _ANYTHING_FLAGS if getattr(args, name) is not None}
+    return dataclasses.replace(defaults, **given)
 
 
 def _point_regions(points, point_labels) -> tuple[np.ndarray, np.ndarray]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 
 import sca  # noqa: F401  (detectron2 compatibility first)
 import sca.data.datasets  # noqa: F401  (registers the sources)
@@ -25,7 +24,7 @@ from detectron2.evaluation import inference_on_dataset
 
 from sca.evaluation.dense_captioning import CONVENTIONS
 from sca.evaluation.dense_captioning_evaluator import AnythingModeCaptioner, DenseCaptioningEvaluator, build_dense_captioning_loader
-from sca.predictor import AnythingConfig, RegionCaptionPredictor
+from sca.predictor import AnythingConfig, RegionCaptionPredictor, add_anything_arguments, anything_from_arguments
 
 
 def evaluate(
@@ -54,15 +53,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--task-type", default=None)
     parser.add_argument("--device", default=None)
     parser.add_argument("--conventions", choices=CONVENTIONS, default="sca", help="IoU and recall-level conventions")
-    parser.add_argument("--points-per-side", type=int, help="anything mode grid (default: the model's, model.anything)")
-    parser.add_argument("--pred-iou-thresh", type=float, help="anything mode (default: the model's)")
-    parser.add_argument("--stability-thresh", type=float, dest="stability_score_thresh", help="anything mode (default: the model's)")
-    parser.add_argument("--max-regions", type=int, help="anything mode (default: the model's)")
+    add_anything_arguments(parser)
     parser.add_argument("--output", default="", help="write the results (AP breakdown included) to this JSON file")
     args = parser.parse_args(argv)
     predictor = RegionCaptionPredictor.from_output_dir(args.model_dir, args.weights, device=args.device)
-    given = {key: getattr(args, key) for key in ("points_per_side", "pred_iou_thresh", "stability_score_thresh", "max_regions")}
-    anything = replace(predictor.anything, **{key: value for key, value in given.items() if value is not None})
+    anything = anything_from_arguments(args, predictor.anything)
     results = evaluate(predictor, args.dataset, args.max_images, anything, args.task_type, args.conventions)
     print(f"{args.dataset}: mAP {results['mAP']:.2f}  detection mAP {results['detection_mAP']:.2f}  "
           f"({results['num_predictions']} predictions, {results['num_ground_truth']} ground-truth regions); "

@@ -20,13 +20,12 @@ import json
 import logging
 import os
 import sys
-from dataclasses import replace
 
 from PIL import Image
 
 import sca  # noqa: F401  (detectron2 compatibility first)
 from sca.modeling.build import is_pretrained_dir
-from sca.predictor import RegionCaptionPredictor, read_rgb_image
+from sca.predictor import RegionCaptionPredictor, add_anything_arguments, anything_from_arguments, read_rgb_image
 from sca.visualizer import draw_regions
 
 
@@ -40,10 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--task-type", default=None, help="e.g. recognition or caption (default: the config's)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
-    parser.add_argument("--points-per-side", type=int, help="anything mode grid (default: the model's, model.anything)")
-    parser.add_argument("--pred-iou-thresh", type=float, help="anything mode (default: the model's)")
-    parser.add_argument("--stability-thresh", type=float, dest="stability_score_thresh", help="anything mode (default: the model's)")
-    parser.add_argument("--max-regions", type=int, help="anything mode (default: the model's)")
+    add_anything_arguments(parser)
     parser.add_argument("--json", default="", help="write the regions (masks as RLE) to this JSON file")
     parser.add_argument("--vis", default="", help="draw the regions into this PNG file")
     return parser.parse_args(argv)
@@ -61,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         predictor = RegionCaptionPredictor.from_checkpoint(args.model_dir, args.set, args.device)
     else:
         predictor = RegionCaptionPredictor.from_output_dir(args.model_dir, args.weights, args.set, args.device)
-    given = {key: getattr(args, key) for key in ("points_per_side", "pred_iou_thresh", "stability_score_thresh", "max_regions")}
-    anything = replace(predictor.anything, **{key: value for key, value in given.items() if value is not None})
+    anything = anything_from_arguments(args, predictor.anything)
     try:
         regions = predictor(image, boxes=args.box or None, points=args.point or None, task_type=args.task_type, anything=anything)
     except ValueError as error:

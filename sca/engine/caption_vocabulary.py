@@ -30,8 +30,9 @@ def use_fitted_caption_tokenizer(cfg: SCAConfig) -> None:
     model = cfg.model
     if cfg.eval_only or model.caption_vocab_size <= 0 or model.tokenizer or model.language_model:
         return
-    if fitted_tokenizer_of(model.weights):
-        model.tokenizer = fitted_tokenizer_of(model.weights)
+    previous = fitted_tokenizer_of(model.weights)
+    if previous:
+        model.tokenizer = previous
         return
     directory = os.path.join(cfg.output_dir, FITTED_TOKENIZER_DIR)
     if comm.is_main_process() and not os.path.isdir(directory):
